@@ -1,0 +1,1 @@
+"""ssl_jax: self-supervised visual pre-training in JAX/Flax."""

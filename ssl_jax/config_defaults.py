@@ -1,0 +1,53 @@
+"""Defaults every method config starts from; method configs override them.
+
+Kept in the package (not in configs/) so a config file loads from any cwd.
+"""
+import ml_collections
+from ml_collections.config_dict import placeholder
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.mode = "pretrain"          # pretrain | knn | linear | export (ssl_jax.main)
+  c.method = "mae"
+  c.seed = 0
+  c.compute_dtype = "float32"  # "bfloat16": bf16 activations, fp32 params and optimizer
+
+  # Data: `name` is "fashion_mnist" (embedded), "imagenet2012", or any tfds name.
+  c.data = ml_collections.ConfigDict(dict(
+      name="fashion_mnist", train_split="train", eval_split="test",
+      data_dir=placeholder(str), manual_dir=placeholder(str), image_size=32,
+      crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=True,
+      shuffle_buffer=50_000, prefetch=2, augment="mae",
+      max_train_examples=placeholder(int)))
+  c.batch_size = 256           # global batch, across all devices and hosts
+  c.num_epochs = 1.0
+  c.total_steps = placeholder(int)        # overrides num_epochs when set
+
+  # AdamW + linear warm-up + cosine (MAE App. A.1); lr = base_lr * batch / 256.
+  c.optim = ml_collections.ConfigDict(dict(
+      base_lr=1.5e-4, min_lr=0.0, weight_decay=0.05, b1=0.9, b2=0.95,
+      warmup_epochs=40.0, warmup_steps=placeholder(int),
+      clip_grad_norm=placeholder(float), grad_accum_steps=1))
+
+  # Mesh axes: batch is split over every axis; parameters follow the rules.
+  c.mesh = [("data", -1), ("fsdp", 1)]
+  # (regex over "/"-joined parameter paths, "replicate" | "fsdp"); first match wins.
+  c.sharding_rules = [(".*", "fsdp")]
+  c.fsdp_min_size = 2 ** 14    # smaller arrays stay replicated
+
+  c.log_every = 50
+  c.checkpoint_every = 500
+  c.keep_checkpoints = 3
+  c.eval_every = 0             # kNN during pre-training every N steps (0: end only)
+
+  c.eval = ml_collections.ConfigDict(dict(
+      protocols=("knn", "linear"), feature="cls", block=-1,
+      batch_size=512, max_train_examples=placeholder(int),
+      max_eval_examples=placeholder(int),
+      compare_random_init=True,
+      knn=dict(k=20, temperature=0.07),
+      linear=dict(epochs=20, base_lr=0.1, weight_decay=0.0, batch_size=256)))
+  c.encoder = placeholder(str)            # eval modes: path to a <workdir>/export
+  c.debug_inject_nan_at_step = -1   # tests: poison the loss at this step
+  return c

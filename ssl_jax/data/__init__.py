@@ -1,0 +1,1 @@
+"""Input pipelines: sources -> views -> host-local batches -> the device mesh."""

@@ -1,0 +1,97 @@
+"""Evaluation protocols over a frozen or fine-tuned encoder.
+
+A protocol is `fn(config, encoder, data, mesh) -> {metric: float}`, registered
+in `PROTOCOLS`; `config.eval.protocols` lists the ones to run. `data`
+(`EvalData`) holds the labelled train / test arrays and memoises features.
+"""
+import dataclasses
+from typing import Dict, Tuple
+
+import jax
+import numpy as np
+
+from ssl_jax import export as export_lib
+from ssl_jax.data import pipeline
+from ssl_jax.evaluate import features as features_lib
+from ssl_jax.evaluate import knn as knn_lib
+from ssl_jax.evaluate import linear as linear_lib
+from ssl_jax.registry import Registry
+
+PROTOCOLS = Registry("eval protocol")
+
+
+@dataclasses.dataclass
+class EvalData:
+  train_images: np.ndarray
+  train_labels: np.ndarray
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  num_classes: int
+  _cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def load(cls, config):
+    e, d = config.eval, config.data
+    xtr, ytr, n = pipeline.eval_arrays(d, d.train_split, e.max_train_examples)
+    xte, yte, _ = pipeline.eval_arrays(d, d.eval_split, e.max_eval_examples)
+    return cls(xtr, ytr, xte, yte, n)
+
+  def features(self, encoder, feature: str, block: int, mesh, batch_size: int = 512):
+    key = (id(encoder.variables), feature, block)
+    if key not in self._cache:
+      f = lambda x: features_lib.extract(encoder, x, feature, block, batch_size, mesh)
+      self._cache[key] = (f(self.train_images), f(self.test_images))
+    return self._cache[key]
+
+
+@PROTOCOLS.register("knn")
+def knn(config, encoder, data: EvalData, mesh):
+  e = config.eval
+  ftr, fte = data.features(encoder, e.feature, e.block, mesh, e.batch_size)
+  return knn_lib.knn_accuracy(ftr, data.train_labels, fte, data.test_labels,
+                              data.num_classes, e.knn.k, e.knn.temperature)
+
+
+@PROTOCOLS.register("linear")
+def linear(config, encoder, data: EvalData, mesh):
+  e = config.eval
+  ftr, fte = data.features(encoder, e.feature, e.block, mesh, e.batch_size)
+  lc = e.linear
+  return linear_lib.linear_probe(ftr, data.train_labels, fte, data.test_labels,
+                                 data.num_classes, epochs=lc.epochs, base_lr=lc.base_lr,
+                                 batch_size=lc.batch_size, weight_decay=lc.weight_decay,
+                                 seed=config.seed)
+
+
+def random_init(encoder: export_lib.Encoder, images: np.ndarray, seed: int = 0):
+  """The same architecture with fresh random weights: the baseline every eval reports."""
+  variables = encoder.module.init(jax.random.PRNGKey(seed + 12345), images[:2])
+  return encoder._replace(variables=jax.tree.map(np.asarray, dict(variables)))
+
+
+def evaluate(config, encoder, mesh, data: EvalData = None, protocols=None):
+  """Runs protocols on `encoder` and, if configured, on a random-init twin.
+
+  Returns a flat dict: "<protocol>/<metric>" and "<protocol>/<metric>_random_init".
+  """
+  data = data or EvalData.load(config)
+  protocols = protocols or list(config.eval.protocols)
+  encoders = {"": encoder}
+  if config.eval.compare_random_init:
+    encoders["_random_init"] = random_init(encoder, data.train_images, config.seed)
+  results = {}
+  for name in protocols:
+    fn = PROTOCOLS.get(name)
+    for suffix, enc in encoders.items():
+      for k, v in fn(config, enc, data, mesh).items():
+        results[f"{name}/{k}{suffix}"] = float(v)
+  return results
+
+
+def format_table(results: Dict[str, float]) -> str:
+  rows = sorted({k.replace("_random_init", "") for k in results})
+  lines = [f"{'metric':<28}{'pre-trained':>14}{'random init':>14}"]
+  for r in rows:
+    rnd = results.get(r + "_random_init")
+    lines.append(f"{r:<28}{results[r]:>14.2f}{(f'{rnd:.2f}' if rnd is not None else '-'):>14}")
+  return "\n".join(lines)

@@ -1,0 +1,67 @@
+"""Frozen-encoder features, computed batch by batch, sharded over the mesh."""
+import functools
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssl_jax import sharding
+from ssl_jax.registry import check_choice
+
+FEATURES = ("cls", "mean", "patch")
+
+
+def select(out, feature: str, block: int = -1):
+  """Picks the probed representation from an encoder's output dict.
+
+  block -1: the final (normed) output; block k >= 0: the raw output of the
+  k-th block (0-based; SemanticMIM probes the 7th block, i.e. k = 6).
+  """
+  check_choice("eval feature", feature, FEATURES)
+  if block != -1:
+    if "hidden" not in out:
+      raise ValueError("block-wise features need an encoder that returns `hidden` (a ViT).")
+    tokens = out["hidden"][block]
+    cls, patch = tokens[:, 0], tokens[:, 1:]
+  else:
+    cls, patch = out.get("cls"), out["patch"]
+  if feature == "cls":
+    if cls is None:
+      raise ValueError("this encoder has no CLS token; use eval.feature='mean'.")
+    return cls
+  if feature == "mean":
+    return patch.mean(axis=1)
+  return patch
+
+
+def apply_fn(encoder, feature: str, block: int):
+  module = encoder.module
+  kwargs = {"return_hidden": True} if block != -1 else {}
+
+  def fn(variables, images):
+    out = module.apply(variables, images, train=False, **kwargs)
+    return select(out, feature, block).astype(jnp.float32)
+  return fn
+
+
+def extract(encoder, images: np.ndarray, feature: str = "cls", block: int = -1,
+            batch_size: int = 512, mesh=None, variables=None) -> np.ndarray:
+  """images [N, H, W, C] (normalised) -> features [N, ...] as numpy."""
+  mesh = mesh or sharding.make_mesh([("data", -1)])
+  n_dev = mesh.devices.size
+  batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
+  variables = encoder.variables if variables is None else variables
+  in_sh = sharding.batch_sharding(mesh)
+  fn = jax.jit(apply_fn(encoder, feature, block),
+               in_shardings=(sharding.replicated(mesh), in_sh), out_shardings=in_sh)
+  variables = jax.device_put(variables, sharding.replicated(mesh))
+  outs = []
+  for start in range(0, len(images), batch_size):
+    chunk = images[start:start + batch_size]
+    pad = (-len(chunk)) % n_dev
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+    feats = np.asarray(fn(variables, chunk))
+    outs.append(feats[:len(feats) - pad] if pad else feats)
+  return np.concatenate(outs)

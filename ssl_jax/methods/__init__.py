@@ -1,0 +1,17 @@
+"""Method registry: `config.method` is the only switch between methods."""
+import importlib
+
+from ssl_jax.registry import Registry
+
+METHODS = Registry("method")
+
+# Each module registers itself on import; add a new method's module here.
+_MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2")
+
+
+def get(name: str):
+  return METHODS.get(name)
+
+
+for _m in _MODULES:
+  importlib.import_module(f"ssl_jax.methods.{_m}")

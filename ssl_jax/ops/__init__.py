@@ -1,0 +1,1 @@
+"""Shared, method-agnostic pieces: masking, patchify, targets, EMA, RoPE."""

@@ -1,0 +1,215 @@
+"""The one training loop, for every method (it never asks which).
+
+Banner sections: setup -> state (init or resume) -> the jitted sharded step
+-> the loop (log, eval, checkpoint) -> export and final evaluation.
+"""
+import os
+import time
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ssl_jax import checkpoint as ckpt_lib
+from ssl_jax import evaluate as eval_lib
+from ssl_jax import export as export_lib
+from ssl_jax import methods
+from ssl_jax import metrics as metrics_lib
+from ssl_jax import models
+from ssl_jax import optim
+from ssl_jax import sharding
+from ssl_jax.data import pipeline
+
+
+class NonFiniteError(RuntimeError):
+  pass
+
+
+def _zeros_like_spec(spec, batch: int):
+  return jax.tree.map(lambda s: np.zeros((batch,) + tuple(s.shape[1:]), s.dtype.as_numpy_dtype),
+                      spec)
+
+
+def make_train_step(method, config, tx, schedule):
+  """Returns step(state, constants, batch) -> (state, metrics); pure, jittable."""
+  accum = int(config.optim.get("grad_accum_steps", 1) or 1)
+  base_rng = jax.random.PRNGKey(config.seed)
+  nan_step = int(config.get("debug_inject_nan_at_step", -1))
+
+  def loss_and_grad(params, mstate, constants, batch, rng, step):
+    def loss_fn(p):
+      loss, (metrics, new_mstate) = method.loss(p, mstate, constants, batch, rng, step, config)
+      loss = jnp.where(step == nan_step, jnp.nan, loss)   # test hook; -1 never matches
+      return loss, (metrics, new_mstate)
+    (loss, (metrics, new_mstate)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    return loss, metrics, new_mstate, grads
+
+  def step_fn(state, constants, batch):
+    step = state["step"]
+    rng = jax.random.fold_in(base_rng, step)
+    params, mstate = state["params"], state["method_state"]
+    if accum == 1:
+      loss, metrics, new_mstate, grads = loss_and_grad(params, mstate, constants, batch, rng, step)
+    else:
+      # Gradient accumulation: same global batch, `accum` sequential micro-batches.
+      micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
+      def body(carry, xs):
+        g_sum, l_sum, ms = carry
+        mb, i = xs
+        l, m, ms, g = loss_and_grad(params, ms, constants, mb, jax.random.fold_in(rng, i), step)
+        return (jax.tree.map(jnp.add, g_sum, g), l_sum + l, ms), m
+      zeros = jax.tree.map(jnp.zeros_like, params)
+      (grads, loss, new_mstate), metrics = jax.lax.scan(
+          body, (zeros, 0.0, mstate), (micro, jnp.arange(accum)))
+      grads = jax.tree.map(lambda g: g / accum, grads)
+      loss = loss / accum
+      metrics = jax.tree.map(jnp.mean, metrics)
+    grad_norm = optax.global_norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state["bad_step"] < 0)
+    updates, new_opt = tx.update(grads, state["opt_state"], params)
+    new_params = optax.apply_updates(params, updates)
+    new_mstate = method.update(new_mstate, new_params, step, config)
+    # A non-finite step changes nothing but `bad_step`; the host stops the run
+    # before any checkpoint of it is written.
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = {
+        "step": step + 1,
+        "params": keep(new_params, params),
+        "opt_state": keep(new_opt, state["opt_state"]),
+        "method_state": keep(new_mstate, mstate),
+        "bad_step": jnp.where(finite | (state["bad_step"] >= 0), state["bad_step"], step),
+    }
+    out = dict(metrics, loss=loss, grad_norm=grad_norm, lr=schedule(step))
+    return new_state, out
+
+  return step_fn
+
+
+def encoder_from_state(method, config, state) -> export_lib.Encoder:
+  spec = method.encoder(config)
+  variables = spec.variables(state["params"], state["method_state"])
+  variables = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
+  module = models.build(spec.model, "float32")
+  return export_lib.Encoder(module, variables, dict(spec.model), {})
+
+
+def train(config, workdir: str):
+  """Pre-trains `config.method`; resumes from `<workdir>/checkpoints` if any."""
+  # ------------------------------------------------------------------ setup
+  os.makedirs(workdir, exist_ok=True)
+  mesh = sharding.make_mesh(config.mesh)
+  method = methods.get(config.method)
+  data_sh = sharding.batch_sharding(mesh)
+  repl = sharding.replicated(mesh)
+  if config.batch_size % mesh.devices.size:
+    raise ValueError(f"batch_size {config.batch_size} is not divisible by the "
+                     f"{mesh.devices.size} devices of mesh {config.mesh}.")
+  writer = metrics_lib.MetricsWriter(workdir)
+  ckpt = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
+  it = pipeline.TrainIterator(config, method.views(config), data_sh)
+  steps_per_epoch = max(1, it.source.num_examples * jax.process_count() // config.batch_size)
+  total_steps = int(config.total_steps or round(config.num_epochs * steps_per_epoch))
+  tx, schedule = optim.make_optimizer(config, total_steps, steps_per_epoch)
+
+  # ------------------------------------------------------------------ state
+  spec = it._epoch_dataset(0, 0).element_spec  # pylint: disable=protected-access
+  spec = {k: v for k, v in spec.items() if k != "index"}
+  init_batch = _zeros_like_spec(spec, 2)
+  init_rng = jax.random.PRNGKey(config.seed + 1)
+  # Eager init on a 2-example batch: constants (frozen teachers read from disk)
+  # must not be baked into a compiled program as literals.
+  mvars = method.init(init_rng, init_batch, config)
+  state = {"step": jnp.zeros((), jnp.int32), "params": mvars.params,
+           "opt_state": tx.init(mvars.params), "method_state": mvars.state,
+           "bad_step": jnp.full((), -1, jnp.int32)}
+  state_sh = sharding.tree_shardings(state, mesh, config.sharding_rules, config.fsdp_min_size)
+  const_sh = sharding.tree_shardings(mvars.constants, mesh, config.sharding_rules,
+                                     config.fsdp_min_size)
+  constants = jax.device_put(mvars.constants, const_sh)
+  latest = ckpt.latest_step()
+  if latest is not None:
+    abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                            state, state_sh)
+    del state
+    state, position = ckpt.restore(latest, abstract)
+    it = pipeline.TrainIterator(config, method.views(config), data_sh, position)
+    logging.info("Resumed from step %d (data position %s).", latest, position)
+    writer.write(latest, "resume", data_position=position)
+  else:
+    state = jax.device_put(state, state_sh)
+  del mvars
+  start = int(jax.device_get(state["step"]))
+
+  # ------------------------------------------------------------------ step
+  step_fn = jax.jit(make_train_step(method, config, tx, schedule),
+                    in_shardings=(state_sh, const_sh, data_sh),
+                    out_shardings=(state_sh, repl), donate_argnums=(0,))
+  n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
+  print(f"[ssl_jax] method={config.method} params={n_params / 1e6:.2f}M "
+        f"mesh={dict(mesh.shape)} steps={start}->{total_steps} "
+        f"({steps_per_epoch} steps/epoch, batch {config.batch_size})", flush=True)
+
+  # ------------------------------------------------------------------ loop
+  eval_data = None
+  t_last, step_last = time.time(), start
+  step = start
+  try:
+    if start < total_steps:
+      for batch, position in pipeline.prefetch(it, config.data.prefetch):
+        state, m = step_fn(state, constants, batch)
+        step += 1
+        done = step >= total_steps
+        if step % config.log_every == 0 or done:
+          m = jax.device_get(m)
+          _check_finite(state, ckpt)
+          now = time.time()
+          ips = (step - step_last) * config.batch_size / max(now - t_last, 1e-9)
+          eta = (total_steps - step) * config.batch_size / max(ips, 1e-9)
+          writer.write(step, "train", **m, img_per_s=ips,
+                       img_per_s_per_device=ips / mesh.devices.size,
+                       epoch=step / steps_per_epoch, skipped_images=position["skipped"])
+          print(f"[ssl_jax] step {step}/{total_steps} loss {float(m['loss']):.4f} "
+                f"lr {float(m['lr']):.2e} {ips:.0f} img/s eta {eta / 60:.1f} min", flush=True)
+          t_last, step_last = now, step
+        if step % config.checkpoint_every == 0 or done:
+          _check_finite(state, ckpt)
+          ckpt.save(step, state, position)
+        if config.eval_every and step % config.eval_every == 0 and not done:
+          eval_data = eval_data or eval_lib.EvalData.load(config)
+          enc = encoder_from_state(method, config, state)
+          res = eval_lib.evaluate(config, enc, mesh, eval_data, protocols=["knn"])
+          writer.write(step, "eval", **res)
+          print(f"[ssl_jax] step {step} kNN top-1 {res['knn/top1']:.2f} "
+                f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})", flush=True)
+        if done:
+          break
+  finally:
+    ckpt.wait()      # let in-flight async saves commit, whatever stopped us
+
+  # ------------------------------------------------------------------ export + eval
+  encoder = encoder_from_state(method, config, state)
+  export_dir = export_lib.save(os.path.join(workdir, "export"), encoder.model_cfg,
+                               encoder.variables, info={"method": config.method, "step": step,
+                                                        "config": config.to_json_best_effort()})
+  ckpt.close()
+  results = {}
+  if config.eval.protocols:
+    eval_data = eval_data or eval_lib.EvalData.load(config)
+    results = eval_lib.evaluate(config, encoder, mesh, eval_data)
+    writer.write(step, "final_eval", **results)
+    print(f"[ssl_jax] final evaluation at step {step} ({config.data.name}, "
+          f"feature={config.eval.feature}):\n" + eval_lib.format_table(results), flush=True)
+  print(f"[ssl_jax] encoder exported to {export_dir}", flush=True)
+  return results
+
+
+def _check_finite(state, ckpt):
+  bad = int(jax.device_get(state["bad_step"]))
+  if bad >= 0:
+    ckpt.wait()
+    raise NonFiniteError(
+        f"Loss or gradient became NaN/Inf at step {bad}; training stopped without "
+        f"applying it. The last good checkpoint (step {ckpt.latest_step()}) is intact "
+        f"in {ckpt.dir}; lower the learning rate or enable optim.clip_grad_norm, then rerun.")
