@@ -47,7 +47,8 @@ def base_config() -> ml_collections.ConfigDict:
       max_eval_examples=placeholder(int),
       compare_random_init=True,
       knn=dict(k=20, temperature=0.07),
-      linear=dict(epochs=20, base_lr=0.1, weight_decay=0.0, batch_size=256)))
+      linear=dict(epochs=90, base_lr=0.1, weight_decay=0.0, batch_size=16384,
+                  optimizer="lars")))
   c.encoder = placeholder(str)            # eval modes: path to a <workdir>/export
   c.debug_inject_nan_at_step = -1   # tests: poison the loss at this step
   return c

@@ -95,11 +95,14 @@ def encoder_from_state(method, config, state) -> export_lib.Encoder:
   return export_lib.Encoder(module, variables, dict(spec.model), {})
 
 
-def train(config, workdir: str):
-  """Pre-trains `config.method`; resumes from `<workdir>/checkpoints` if any."""
+def train(config, workdir: str, devices=None):
+  """Pre-trains `config.method`; resumes from `<workdir>/checkpoints` if any.
+
+  `devices` (default: all) lets tests compare 1-device and 8-device meshes.
+  """
   # ------------------------------------------------------------------ setup
   os.makedirs(workdir, exist_ok=True)
-  mesh = sharding.make_mesh(config.mesh)
+  mesh = sharding.make_mesh(config.mesh, devices)
   method = methods.get(config.method)
   data_sh = sharding.batch_sharding(mesh)
   repl = sharding.replicated(mesh)

@@ -45,7 +45,7 @@ class EvalData:
 
 
 @PROTOCOLS.register("knn")
-def knn(config, encoder, data: EvalData, mesh):
+def knn_protocol(config, encoder, data: EvalData, mesh):
   e = config.eval
   ftr, fte = data.features(encoder, e.feature, e.block, mesh, e.batch_size)
   return knn_lib.knn_accuracy(ftr, data.train_labels, fte, data.test_labels,
@@ -53,14 +53,14 @@ def knn(config, encoder, data: EvalData, mesh):
 
 
 @PROTOCOLS.register("linear")
-def linear(config, encoder, data: EvalData, mesh):
+def linear_protocol(config, encoder, data: EvalData, mesh):
   e = config.eval
   ftr, fte = data.features(encoder, e.feature, e.block, mesh, e.batch_size)
   lc = e.linear
   return linear_lib.linear_probe(ftr, data.train_labels, fte, data.test_labels,
                                  data.num_classes, epochs=lc.epochs, base_lr=lc.base_lr,
                                  batch_size=lc.batch_size, weight_decay=lc.weight_decay,
-                                 seed=config.seed)
+                                 seed=config.seed, optimizer=lc.optimizer)
 
 
 def random_init(encoder: export_lib.Encoder, images: np.ndarray, seed: int = 0):

@@ -1,0 +1,21 @@
+"""`mode = "eval"`: run `config.eval.protocols` on an exported encoder.
+
+  python -m ssl_jax.main --config configs/eval/knn.py \
+      --config.encoder=<pretrain workdir>/export --workdir DIR
+"""
+from ssl_jax import evaluate as eval_lib
+from ssl_jax import export as export_lib
+from ssl_jax import metrics as metrics_lib
+from ssl_jax import sharding
+
+
+def run(config, workdir: str):
+  if not config.encoder:
+    raise ValueError("eval mode needs --config.encoder=<pre-training workdir>/export.")
+  encoder = export_lib.load(config.encoder)
+  mesh = sharding.make_mesh(config.mesh)
+  results = eval_lib.evaluate(config, encoder, mesh)
+  metrics_lib.MetricsWriter(workdir).write(
+      int(encoder.info.get("step", 0)), "eval", encoder=config.encoder, **results)
+  print(eval_lib.format_table(results), flush=True)
+  return results

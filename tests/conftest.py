@@ -1,0 +1,40 @@
+"""Test session setup: 8 simulated CPU devices (multi-device tests use them,
+the rest run on device 0) and small, fast configs."""
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+
+def tiny_mae_config(**overrides):
+  """A 2-block ViT MAE on 32x32 Fashion-MNIST: seconds per step on CPU."""
+  from ssl_jax import config_defaults  # pylint: disable=g-import-not-at-top
+  c = config_defaults.base_config()
+  c.method = "mae"
+  c.model = dict(name="vit", variant="Ti", width=32, depth=2, num_heads=4, patch_size=8)
+  c.mae = dict(mask_ratio=0.75, norm_pix_loss=True, decoder=dict(width=32, depth=1, num_heads=4))
+  c.batch_size = 16
+  c.data.max_train_examples = 512
+  c.data.shuffle_buffer = 512
+  c.total_steps = 6
+  c.optim.base_lr = 1e-3
+  c.optim.warmup_steps = 2
+  c.log_every = 1
+  c.checkpoint_every = 2
+  c.eval.protocols = ()
+  for k, v in overrides.items():
+    node = c
+    *path, last = k.split(".")
+    for p in path:
+      node = node[p]
+    node[last] = v
+  return c
+
+
+@pytest.fixture
+def tiny_config():
+  return tiny_mae_config
