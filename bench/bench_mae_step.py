@@ -12,7 +12,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from ssl_jax import config_defaults, methods, optim, sharding, train
 

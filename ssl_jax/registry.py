@@ -3,7 +3,7 @@
 Every lookup failure names the bad key and lists the valid ones, so a typo in
 `--config.method=maee` is a one-line fix rather than a stack trace.
 """
-from typing import Any, Callable, Dict, Iterable
+from typing import Any, Dict, Iterable
 
 
 class Registry:

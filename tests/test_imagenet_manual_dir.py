@@ -7,7 +7,6 @@ import tarfile
 import jax
 import matplotlib.cbook
 import numpy as np
-import pytest
 from PIL import Image
 from skimage import data as skdata
 

@@ -6,7 +6,7 @@ for one split, this process's shard only, in a deterministic order.
 import dataclasses
 import gzip
 import os
-from typing import Callable, Optional, Tuple
+from typing import Callable, Tuple
 
 import numpy as np
 import tensorflow as tf

@@ -39,8 +39,8 @@ class EvalData:
   def features(self, encoder, feature: str, block: int, mesh, batch_size: int = 512):
     key = (id(encoder.variables), feature, block)
     if key not in self._cache:
-      f = lambda x: features_lib.extract(encoder, x, feature, block, batch_size, mesh)
-      self._cache[key] = (f(self.train_images), f(self.test_images))
+      self._cache[key] = tuple(features_lib.extract_many(
+          encoder, [self.train_images, self.test_images], feature, block, batch_size, mesh))
     return self._cache[key]
 
 

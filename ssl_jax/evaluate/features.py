@@ -1,7 +1,4 @@
 """Frozen-encoder features, computed batch by batch, sharded over the mesh."""
-import functools
-from typing import Optional
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -48,6 +45,12 @@ def apply_fn(encoder, feature: str, block: int):
 def extract(encoder, images: np.ndarray, feature: str = "cls", block: int = -1,
             batch_size: int = 512, mesh=None, variables=None) -> np.ndarray:
   """images [N, H, W, C] (normalised) -> features [N, ...] as numpy."""
+  return extract_many(encoder, [images], feature, block, batch_size, mesh, variables)[0]
+
+
+def extract_many(encoder, arrays, feature: str = "cls", block: int = -1,
+                 batch_size: int = 512, mesh=None, variables=None):
+  """Features of several image arrays with one compiled function."""
   mesh = mesh or sharding.make_mesh([("data", -1)])
   n_dev = mesh.devices.size
   batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
@@ -56,12 +59,15 @@ def extract(encoder, images: np.ndarray, feature: str = "cls", block: int = -1,
   fn = jax.jit(apply_fn(encoder, feature, block),
                in_shardings=(sharding.replicated(mesh), in_sh), out_shardings=in_sh)
   variables = jax.device_put(variables, sharding.replicated(mesh))
-  outs = []
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
-    pad = (-len(chunk)) % n_dev
-    if pad:
-      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-    feats = np.asarray(fn(variables, chunk))
-    outs.append(feats[:len(feats) - pad] if pad else feats)
-  return np.concatenate(outs)
+  results = []
+  for images in arrays:
+    outs = []
+    for start in range(0, len(images), batch_size):
+      chunk = images[start:start + batch_size]
+      pad = (-len(chunk)) % n_dev
+      if pad:
+        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+      feats = np.asarray(fn(variables, chunk))
+      outs.append(feats[:len(feats) - pad] if pad else feats)
+    results.append(np.concatenate(outs))
+  return results
