@@ -25,8 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.total_steps = placeholder(int)        # overrides num_epochs when set
 
   # AdamW + linear warm-up + cosine (MAE App. A.1); lr = base_lr * batch / 256.
+  # name "sgd" (momentum, coupled weight decay) serves MoCo v2.
   c.optim = ml_collections.ConfigDict(dict(
-      base_lr=1.5e-4, min_lr=0.0, weight_decay=0.05, b1=0.9, b2=0.95,
+      name="adamw", momentum=0.9, base_lr=1.5e-4, min_lr=0.0, weight_decay=0.05, b1=0.9, b2=0.95,
       warmup_epochs=40.0, warmup_steps=placeholder(int),
       clip_grad_norm=placeholder(float), grad_accum_steps=1))
 

@@ -1,12 +1,15 @@
-"""AdamW with linear warm-up + cosine decay (MAE App. A.1; the recipe of every
-paper here), lr = base_lr * batch / 256, and no weight decay on norms, biases,
-position embeddings and special tokens."""
+"""AdamW (or SGD + momentum) with linear warm-up + cosine decay (MAE App. A.1;
+the recipe of every paper here, MoCo v2 uses SGD), lr = base_lr * batch / 256,
+and no weight decay on norms, biases, position embeddings and special tokens."""
 import re
 
 import jax
 import optax
 
 from ssl_jax import sharding
+from ssl_jax.registry import check_choice
+
+OPTIMIZERS = ("adamw", "sgd")
 
 NO_DECAY = re.compile(r"pos_embedding|cls_token|mask_token|proxy_token|placeholder")
 
@@ -32,6 +35,12 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
   parts = []
   if o.get("clip_grad_norm"):
     parts.append(optax.clip_by_global_norm(o.clip_grad_norm))
-  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
-                           mask=decay_mask))
+  name = check_choice("optimizer (optim.name)", o.get("name", "adamw"), OPTIMIZERS)
+  if name == "adamw":
+    parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
+                             mask=decay_mask))
+  else:
+    # Coupled L2 as in torch.optim.SGD (MoCo v2): decay enters the momentum.
+    parts.append(optax.add_decayed_weights(o.weight_decay, mask=decay_mask))
+    parts.append(optax.sgd(schedule, momentum=o.momentum))
   return optax.chain(*parts), schedule
