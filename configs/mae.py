@@ -46,32 +46,14 @@ def get_config(arg: str = "vit_tiny"):
     c.model = dict(name="vit", variant="Ti", num_heads=12, patch_size=4, drop_path=0.0)
     c.mae.norm_pix_loss = False
     c.eval.feature = "mean"
-    c.batch_size = 256
-    c.num_epochs = 1.0
-    c.optim.base_lr = 1.5e-3
-    c.optim.warmup_epochs = 0.15
-    c.log_every = 20
-    c.checkpoint_every = 200
-    c.eval.max_train_examples = 10_000
-    c.eval.linear = dict(epochs=30, base_lr=0.1, weight_decay=0.0, batch_size=256,
-                         optimizer="sgd")
-    return c
+    return config_defaults.cpu_job(c)
   if arg not in _IN1K:
     raise ValueError(f"Unknown variant {arg!r}. Valid: vit_tiny, {', '.join(_IN1K)}.")
   variant, heads, (dw, dd, dh) = _IN1K[arg]
   c.model = dict(name="vit", variant=variant, num_heads=heads, patch_size=16, drop_path=0.0)
   c.mae.decoder = dict(width=dw, depth=dd, num_heads=dh)
-  c.data.name = "imagenet2012"
-  c.data.train_split, c.data.eval_split = "train", "validation"
-  c.data.image_size = 224
-  c.data.shuffle_buffer = 10_000
+  config_defaults.imagenet_job(c)
   c.batch_size = 4096          # MAE App. A.1
   c.num_epochs = 400.0         # 002 pre-trains 400 epochs
   c.optim.warmup_epochs = 40.0
-  c.compute_dtype = "bfloat16"
-  c.mesh = [("data", -1), ("fsdp", 1)]
-  c.log_every = 100
-  c.checkpoint_every = 1000
-  c.eval_every = 10_000
-  c.eval.max_train_examples = 100_000
   return c

@@ -46,10 +46,43 @@ def base_config() -> ml_collections.ConfigDict:
       protocols=("knn", "linear"), feature="cls", block=-1,
       batch_size=512, max_train_examples=placeholder(int),
       max_eval_examples=placeholder(int),
+      output_dir=placeholder(str),   # probes' params, analysis figures (default: workdir)
       compare_random_init=True,
       knn=dict(k=20, temperature=0.07),
       linear=dict(epochs=90, base_lr=0.1, weight_decay=0.0, batch_size=16384,
                   optimizer="lars")))
   c.encoder = placeholder(str)            # eval modes: path to a <workdir>/export
   c.debug_inject_nan_at_step = -1   # tests: poison the loss at this step
+  return c
+
+
+def cpu_job(c, epochs: float = 1.0, base_lr: float = 1.5e-3, warmup_epochs: float = 0.15):
+  """The CPU-sized schedule every method's embedded Fashion-MNIST job shares.
+
+  The linear probe uses SGD at batch 256: LARS at a 16k batch (MAE) barely
+  moves on 10k examples.
+  """
+  c.batch_size = 256
+  c.num_epochs = epochs
+  c.optim.base_lr = base_lr
+  c.optim.warmup_epochs = warmup_epochs
+  c.log_every = 20
+  c.checkpoint_every = 200
+  c.eval.max_train_examples = 10_000
+  c.eval.linear = dict(epochs=30, base_lr=0.1, weight_decay=0.0, batch_size=256,
+                       optimizer="sgd")
+  return c
+
+
+def imagenet_job(c, image_size: int = 224):
+  """ImageNet-1K from disk (README), bf16 compute, pod-scale cadence."""
+  c.data.name = "imagenet2012"
+  c.data.train_split, c.data.eval_split = "train", "validation"
+  c.data.image_size = image_size
+  c.data.shuffle_buffer = 10_000
+  c.compute_dtype = "bfloat16"
+  c.log_every = 100
+  c.checkpoint_every = 1000
+  c.eval_every = 10_000
+  c.eval.max_train_examples = 100_000
   return c

@@ -66,7 +66,7 @@ def make_train_step(method, config, tx, schedule):
       grads = jax.tree.map(lambda g: g / accum, grads)
       loss = loss / accum
       metrics = jax.tree.map(jnp.mean, metrics)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & (state["bad_step"] < 0)
     updates, new_opt = tx.update(grads, state["opt_state"], params)
     new_params = optax.apply_updates(params, updates)
@@ -114,6 +114,9 @@ def train(config, workdir: str, devices=None):
   it = pipeline.TrainIterator(config, method.views(config), data_sh)
   steps_per_epoch = max(1, it.source.num_examples * jax.process_count() // config.batch_size)
   total_steps = int(config.total_steps or round(config.num_epochs * steps_per_epoch))
+  # Methods' own schedules (EMA teacher momentum) read the resolved horizon.
+  config = config.copy_and_resolve_references()
+  config.total_steps = total_steps
   tx, schedule = optim.make_optimizer(config, total_steps, steps_per_epoch)
 
   # ------------------------------------------------------------------ state

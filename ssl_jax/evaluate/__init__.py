@@ -95,3 +95,16 @@ def format_table(results: Dict[str, float]) -> str:
     rnd = results.get(r + "_random_init")
     lines.append(f"{r:<28}{results[r]:>14.2f}{(f'{rnd:.2f}' if rnd is not None else '-'):>14}")
   return "\n".join(lines)
+
+
+def _register_builtin():
+  # Imported here: these modules import ssl_jax.evaluate's submodules.
+  from ssl_jax import analysis  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate import decoder_probe, dense_probe, finetune  # pylint: disable=g-import-not-at-top
+  PROTOCOLS.register("decoder_probe", decoder_probe.run)
+  PROTOCOLS.register("finetune", finetune.run)
+  PROTOCOLS.register("dense_probe", dense_probe.run)
+  PROTOCOLS.register("analyze", analysis.run)
+
+
+_register_builtin()

@@ -32,6 +32,9 @@ def _register_builtin():
 
   MODELS.register("vit", build_vit)
   MODELS.register("mae_decoder", mae_decoder.MAEDecoder)
+  from ssl_jax.models import mobile_former, resnet  # pylint: disable=g-import-not-at-top
+  MODELS.register("mobile_former", mobile_former.MobileFormer)
+  MODELS.register("resnet", resnet.ResNet)
 
 
 _register_builtin()
