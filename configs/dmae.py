@@ -31,11 +31,12 @@ loss weights 1 (reference `distill_attn_alpha=1.0`); D²-MAE decoder at layer 8
 Deviations (named, not hidden):
   - ViT-Small's decoder (width 192, 1 block, 6 heads) is the reference's
     `mae_vit_small_patch16`; the paper gives only the encoder (Tab. S3).
-  - The paper's teacher is the official MAE ViT-B (1600 epochs); here the teacher
-    is any ssl_jax export, e.g. of configs/mae.py:vit_base_in1k (converting the
-    official PyTorch weights is not provided).
+  - The paper's teacher is the official MAE ViT-B (1600 epochs): pass its
+    `mae_pretrain_vit_base.pth` as --config.dmae.teacher (read without torch by
+    ssl_jax/interop), or any ssl_jax export, e.g. of configs/mae.py:vit_base_in1k.
   - CPU variants: 32x32 Fashion-MNIST, patch 4 (8x8 grid) instead of 224/16; 3
-    epochs, 5% warm-up, base lr 1.5e-3 (as configs/mae.py:vit_tiny); the CPU
+    epochs, 5% warm-up, base lr 1.5e-3, raw-pixel targets and mean-pooled
+    probes (as configs/mae.py:vit_tiny, whose docstring says why); the CPU
     teacher is a ViT-S-sized model (width 384, 12 blocks, 12 heads, Tab. S3) with
     the reference's ViT-S decoder rather than a ViT-B, so that it pre-trains on
     2 cores. launch/dmae_chain.sh shortens all runs further via --config.total_steps.
@@ -73,8 +74,11 @@ def _mae_fields(decoder):
 
 
 def _cpu_schedule(c):
-  """configs/mae.py:vit_tiny's CPU schedule, 3 epochs, a 10-epoch probe."""
+  """configs/mae.py:vit_tiny's CPU job (raw-pixel targets, mean-pooled
+  probes), 3 epochs, a 10-epoch probe."""
   config_defaults.cpu_job(c, epochs=3.0)
+  c.mae.norm_pix_loss = False
+  c.eval.feature = "mean"
   c.eval.linear.epochs = 10
 
 

@@ -41,11 +41,8 @@ def returns(encoder, key: str, images, **kwargs) -> bool:
 
 def load_reference(path: str):
   """An export folder, a timm safetensors file or an MAE / DINO `.pth`."""
-  if path.endswith((".safetensors", ".pth", ".pt", ".bin")):
-    from ssl_jax.interop import timm_vit  # pylint: disable=g-import-not-at-top
-    return timm_vit.encoder_from_checkpoint(path)
-  from ssl_jax import export  # pylint: disable=g-import-not-at-top
-  return export.load(path)
+  from ssl_jax import interop  # pylint: disable=g-import-not-at-top
+  return interop.load_encoder(path)
 
 
 def run(config, encoder, data, mesh) -> Dict[str, float]:

@@ -19,7 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import export
+from ssl_jax import export, interop
 from ssl_jax.methods import METHODS, mae
 from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, scalar_metrics
 from ssl_jax.models import layers, vit
@@ -76,7 +76,8 @@ class Plan(NamedTuple):
 
 @functools.lru_cache(maxsize=4)
 def _load_teacher(path: str, dtype: str) -> export.Encoder:
-  return export.load(path, dtype)
+  # An ssl_jax export, or the official MAE ViT-B `.pth` / a timm safetensors file.
+  return interop.load_encoder(path, dtype)
 
 
 def load_teacher(config) -> export.Encoder:
@@ -84,7 +85,8 @@ def load_teacher(config) -> export.Encoder:
   if not path:
     raise ValueError(
         "config.dmae.teacher is not set: D-MAE needs the path of an ssl_jax export "
-        "(the <workdir>/export of an MAE pre-training, e.g. configs/dmae.py:teacher_cpu).")
+        "(the <workdir>/export of an MAE pre-training, e.g. configs/dmae.py:teacher_cpu) "
+        "or of a timm / official MAE checkpoint (.safetensors, .pth).")
   teacher = _load_teacher(str(path), config.get("compute_dtype", "float32"))
   if not isinstance(teacher.module, vit.ViT):
     raise ValueError(f"D-MAE teacher at {path} is a {type(teacher.module).__name__}; "
