@@ -21,6 +21,7 @@ from ssl_jax import models
 from ssl_jax import optim
 from ssl_jax import sharding
 from ssl_jax.data import pipeline
+from ssl_jax.interop import timm_vit
 
 
 class NonFiniteError(RuntimeError):
@@ -199,6 +200,10 @@ def train(config, workdir: str, devices=None):
   export_dir = export_lib.save(os.path.join(workdir, "export"), encoder.model_cfg,
                                encoder.variables, info={"method": config.method, "step": step,
                                                         "config": config.to_json_best_effort()})
+  if timm_vit.exportable(encoder.model_cfg) and jax.process_index() == 0:
+    # For PyTorch users: timm VisionTransformer names and layouts.
+    timm_vit.export_encoder(encoder._replace(info={"image_size": config.data.image_size}),
+                            export_dir)
   ckpt.close()
   results = {}
   if config.eval.protocols:

@@ -81,3 +81,16 @@ def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
   params = restored["state"]["params"]
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
   assert int(restored["state"]["bad_step"]) == -1
+
+
+def test_export_rebuilds_encoder_and_writes_timm_safetensors(uninterrupted):
+  import os  # pylint: disable=g-import-not-at-top
+  from ssl_jax import export, interop  # pylint: disable=g-import-not-at-top
+  from ssl_jax.interop import timm_vit  # pylint: disable=g-import-not-at-top
+  ours = export.load(os.path.join(uninterrupted, "export"))
+  timm_file = os.path.join(uninterrupted, "export", timm_vit.SAFETENSORS_NAME)
+  theirs = interop.load_encoder(timm_file)
+  images = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
+  a = ours.module.apply(ours.variables, images)["patch"]
+  b = theirs.module.apply(theirs.variables, images)["patch"]
+  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

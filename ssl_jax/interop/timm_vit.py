@@ -235,6 +235,11 @@ def _trained_image_size(info) -> Optional[int]:
     return None
 
 
+def exportable(model_cfg: Dict[str, Any]) -> bool:
+  """timm's VisionTransformer has an equivalent: a ViT without RoPE."""
+  return model_cfg.get("name") == "vit" and model_cfg.get("posemb", "sincos2d") != "rope"
+
+
 def export_encoder(encoder: export_lib.Encoder, path: str, image_size: int = None) -> str:
   """An ssl_jax ViT Encoder -> timm safetensors at `path` (a file, or a
   folder that gets `timm_vit.safetensors`)."""
