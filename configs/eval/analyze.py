@@ -18,10 +18,10 @@ Add references (export folders, timm safetensors or MAE / DINO .pth):
 Expected: summary.json with attn_{distance,entropy,nmi}_{last,mean},
 spatial_corr and cka_diag_vs_*, and the figures next to it (27 s on CPU).
 002 reports that MAE lowers attention distance and entropy relative to random
-init on ImageNet. On Fashion-MNIST (mostly black patches) the 1-epoch MAE
-ViT-Tiny export attends almost uniformly past block 3 (entropy ~ ln 64 =
-4.16 nats, distance ~16.5 px), spatial correlation ~1.0, CKA with its
-random-init twin 0.49 on the diagonal.
+init on ImageNet. On the default job's export (1-epoch MAE ViT-Tiny, Fashion-
+MNIST) one run printed: attention distance 15.90 px (last block) vs 16.53 for
+random init, entropy 3.40 vs 4.15 nats (uniform: ln 64 = 4.16), spatial
+correlation 0.984 vs 0.987, CKA with the random-init twin 0.69 on the diagonal.
 
 Deviations (named): 256 test images (002 / MAE-Lite use 1024, 000 1000) on
 the CPU variant; attention distance is in pixels (patch distance x patch size,
