@@ -13,7 +13,7 @@ def run(config, workdir: str):
   if not config.encoder:
     raise ValueError("eval mode needs --config.encoder=<pre-training workdir>/export.")
   if not config.eval.output_dir:
-    config.eval.output_dir = workdir      # probe params and analysis figures land here
+    config.eval.output_dir = workdir      # analysis figures land here
   encoder = export_lib.load(config.encoder)
   mesh = sharding.make_mesh(config.mesh)
   results = eval_lib.evaluate(config, encoder, mesh)
