@@ -4,7 +4,7 @@
       --config.encoder=<pretrain workdir>/export --workdir DIR
 """
 from ssl_jax import evaluate as eval_lib
-from ssl_jax import export as export_lib
+from ssl_jax import interop
 from ssl_jax import metrics as metrics_lib
 from ssl_jax import sharding
 
@@ -14,7 +14,8 @@ def run(config, workdir: str):
     raise ValueError("eval mode needs --config.encoder=<pre-training workdir>/export.")
   if not config.eval.output_dir:
     config.eval.output_dir = workdir      # analysis figures land here
-  encoder = export_lib.load(config.encoder)
+  # An export folder, or a timm safetensors / official MAE or DINO .pth file.
+  encoder = interop.load_encoder(config.encoder)
   mesh = sharding.make_mesh(config.mesh)
   results = eval_lib.evaluate(config, encoder, mesh)
   metrics_lib.MetricsWriter(workdir).write(
