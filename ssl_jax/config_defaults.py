@@ -86,3 +86,11 @@ def imagenet_job(c, image_size: int = 224):
   c.eval_every = 10_000
   c.eval.max_train_examples = 100_000
   return c
+
+
+def eval_config(protocol: str) -> ml_collections.ConfigDict:
+  """`mode = "eval"` running one protocol on `--config.encoder` (configs/eval/)."""
+  c = base_config()
+  c.mode = "eval"
+  c.eval.protocols = (protocol,)
+  return c

@@ -38,3 +38,13 @@ def tiny_mae_config(**overrides):
 @pytest.fixture
 def tiny_config():
   return tiny_mae_config
+
+
+def config_module(relpath: str):
+  """A file under configs/ (not a package) as a module, e.g. "eval/knn.py"."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  path = os.path.join(os.path.dirname(__file__), "..", "configs", relpath)
+  spec = importlib.util.spec_from_file_location("config_" + relpath.replace("/", "_")[:-3], path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

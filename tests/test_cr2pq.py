@@ -1,6 +1,4 @@
 """CR2PQ (004): relative coordinates, continuous RoPE, positional queries, teachers."""
-import importlib.util
-import os
 
 import chex
 import jax
@@ -13,18 +11,15 @@ from ssl_jax.methods import cr2pq
 from ssl_jax.methods import get as get_method
 from ssl_jax.models import layers
 from ssl_jax.ops import ema, posemb, rope
+from tests.conftest import config_module
 
-_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "configs", "cr2pq.py")
 _STUDENT = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4)
 # A frozen teacher on a coarser grid (2x2 tokens on 16x16 images vs the student's 4x4).
 _TEACHER = dict(name="vit", variant="Ti", width=24, depth=1, num_heads=2, patch_size=8)
 
 
 def _config_module():
-  spec = importlib.util.spec_from_file_location("cr2pq_config", _CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_module("cr2pq.py")
 
 
 def _config(teacher="ema", **overrides):

@@ -1,6 +1,4 @@
 """D-MAE / D²-MAE (002 Sec. 5): distillation losses, teacher isolation, D² gradients."""
-import importlib.util
-import os
 
 import chex
 import jax
@@ -13,18 +11,15 @@ from ssl_jax import export, models
 from ssl_jax.methods import dmae, mae
 from ssl_jax.methods import get as get_method
 from ssl_jax.ops import distill
+from tests.conftest import config_module
 
-_CONFIG_FILE = os.path.join(os.path.dirname(__file__), "..", "configs", "dmae.py")
 # Tiny teacher / student with different width and head count (h=4 vs h'=2).
 _TEACHER = dict(name="vit", variant="Ti", width=32, depth=2, num_heads=4, patch_size=2)
 _STUDENT = dict(name="vit", variant="Ti", width=16, depth=2, num_heads=2, patch_size=2)
 
 
 def _config_module():
-  spec = importlib.util.spec_from_file_location("dmae_config", _CONFIG_FILE)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return config_module("dmae.py")
 
 
 def _batch(n=4, seed=0):

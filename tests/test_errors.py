@@ -4,6 +4,7 @@ import pytest
 from ssl_jax import methods, models
 from ssl_jax.data import sources
 from ssl_jax import config_defaults
+from tests.conftest import config_module
 
 
 def test_unknown_method_lists_valid():
@@ -30,10 +31,6 @@ def test_unknown_split_lists_valid():
 
 
 def test_unknown_config_variant_lists_valid():
-  import importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "mae.py")
-  spec = importlib.util.spec_from_file_location("mae_cfg", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = config_module("mae.py")
   with pytest.raises(ValueError, match="Valid: vit_tiny, vit_tiny_in1k"):
     mod.get_config("vit_huge")

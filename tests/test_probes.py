@@ -11,6 +11,7 @@ import pytest
 
 from ssl_jax import export, models, sharding
 from ssl_jax.evaluate import EvalData, decoder_probe, dense_probe, finetune, segmentation_data
+from tests.conftest import config_module
 
 CFG = dict(name="vit", variant="Ti", width=32, depth=2, num_heads=4, patch_size=4)
 
@@ -199,12 +200,7 @@ def test_tran1_probe_then_finetune_learn_where_the_square_is():
     ("dense_probe", ("cpu", "tab6")),
     ("analyze", ("cpu", "in1k"))])
 def test_eval_configs_build(name, variants):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import os  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", "eval", f"{name}.py")
-  spec = importlib.util.spec_from_file_location(f"eval_{name}", path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
+  mod = config_module(f"eval/{name}.py")
   for v in variants:
     c = mod.get_config(v)
     assert c.mode == "eval" and tuple(c.eval.protocols) == (name,) and name in c.eval

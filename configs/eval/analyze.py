@@ -33,9 +33,7 @@ from ssl_jax import config_defaults
 
 
 def get_config(arg: str = "cpu"):
-  c = config_defaults.base_config()
-  c.mode = "eval"
-  c.eval.protocols = ("analyze",)
+  c = config_defaults.eval_config("analyze")
   c.eval.compare_random_init = False      # the analysis adds its own random-init twin
   c.eval.max_train_examples = 256
   c.eval.analyze = dict(num_images=1024, batch_size=64, output_dir=placeholder(str), references={},

@@ -28,9 +28,7 @@ _IN1K = {"in1k_mf285m": "mf285m", "in1k_mf1g": "mf1g", "in1k_mf3.7g": "mf3.7g"}
 
 
 def get_config(arg: str = "cpu"):
-  c = config_defaults.base_config()
-  c.mode = "eval"
-  c.eval.protocols = ("decoder_probe",)
+  c = config_defaults.eval_config("decoder_probe")
   if arg == "cpu":
     c.eval.decoder_probe = decoder_probe.tab11("mf285m")
     c.eval.decoder_probe.update(width=96, num_heads=3, augment=False, epochs=10,

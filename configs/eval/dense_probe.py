@@ -22,9 +22,7 @@ from ssl_jax.evaluate import dense_probe
 
 
 def get_config(arg: str = "cpu"):
-  c = config_defaults.base_config()
-  c.mode = "eval"
-  c.eval.protocols = ("dense_probe",)
+  c = config_defaults.eval_config("dense_probe")
   c.eval.dense_probe = dense_probe.tab6()
   if arg == "cpu":
     c.eval.dense_probe.update(dataset="fashion_mnist_fg", image_size=32, train_mask_size=32,

@@ -36,9 +36,7 @@ def _imagenet(c):
 
 
 def get_config(arg: str = "cpu"):
-  c = config_defaults.base_config()
-  c.mode = "eval"
-  c.eval.protocols = ("finetune",)
+  c = config_defaults.eval_config("finetune")
   if arg == "cpu":
     c.eval.finetune = finetune.tab_s1()
     c.eval.finetune.update(epochs=2, warmup_epochs=0.2, batch_size=64, base_lr=5e-3,

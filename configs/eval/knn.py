@@ -11,8 +11,6 @@ from ssl_jax import config_defaults
 
 def get_config(arg: str = ""):
   del arg
-  c = config_defaults.base_config()
-  c.mode = "eval"
-  c.eval.protocols = ("knn",)
+  c = config_defaults.eval_config("knn")
   c.eval.max_train_examples = 10_000
   return c

@@ -11,8 +11,6 @@ from ssl_jax import config_defaults
 
 def get_config(arg: str = ""):
   del arg
-  c = config_defaults.base_config()
-  c.mode = "eval"
-  c.eval.protocols = ("linear",)
+  c = config_defaults.eval_config("linear")
   c.eval.max_train_examples = 10_000
   return c

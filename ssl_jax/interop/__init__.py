@@ -6,6 +6,8 @@
   with a restricted unpickler into numpy arrays.
 """
 
+import functools
+
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
@@ -18,3 +20,11 @@ def load_encoder(path: str, dtype: str = "float32"):
     return timm_vit.encoder_from_checkpoint(path, dtype=dtype)
   from ssl_jax import export  # pylint: disable=g-import-not-at-top
   return export.load(path, dtype)
+
+
+@functools.lru_cache(maxsize=4)
+def load_teacher(path: str, dtype: str = "float32"):
+  """`load_encoder`, read from disk once per process: a method's init takes the
+  teacher's variables as constants and its loss rebuilds the teacher's module
+  at every trace."""
+  return load_encoder(path, dtype)

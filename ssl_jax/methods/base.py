@@ -35,6 +35,18 @@ class EncoderSpec:
   variables: Callable[[Pytree, Pytree], Dict[str, Pytree]]  # (params, state) -> flax variables
 
 
+def fixed_view(name: str) -> Callable[[Any], str]:
+  """`views` of a method that always consumes the same view builder."""
+  return lambda config: name
+
+
+def encoder_params(params, state):
+  """`EncoderSpec.variables` of a method whose backbone is `params["encoder"]`
+  with no other collections (no BatchNorm statistics)."""
+  del state
+  return {"params": params["encoder"]}
+
+
 def no_update(state, params, step, config):
   del params, step, config
   return state

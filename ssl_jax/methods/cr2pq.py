@@ -9,7 +9,8 @@ token of B (Eq. 10). No correspondence is mined: crops may contain, overlap or
 miss each other.
 
 Teachers (Tab. 4, `cr2pq.teacher`): "ema" (momentum copy of the student, in
-`state`), "frozen" (an ssl_jax export, in `constants`; ViT or CNN) and
+`state`), "frozen" (an ssl_jax export or a timm / MAE / DINO checkpoint, in
+`constants`; ViT or CNN) and
 "pixels" (patchified view B). The query grid K_B is the teacher's token grid
 (Sec. 4.2: 7x7 for a ResNet-50 teacher), unless `cr2pq.query_grid` asks for
 another, to which the teacher's tokens are resampled.
@@ -20,17 +21,16 @@ prediction on one view (75% masked, queries at the masked grid positions).
 """
 import dataclasses
 import functools
-import json
 import math
-import os
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
-from ssl_jax import export, models
+from ssl_jax import interop, models
 from ssl_jax.methods import METHODS
-from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, scalar_metrics
+from ssl_jax.methods.base import (EncoderSpec, Method, MethodVars, encoder_params,
+                                  fixed_view, scalar_metrics)
 from ssl_jax.models import cr2pq_heads, layers
 from ssl_jax.ops import ema, masking, patches, posemb
 from ssl_jax.registry import Registry, check_choice
@@ -169,34 +169,25 @@ def _ema_targets(state, constants, images, config):
   return _to_grid(out["patch"], out)
 
 
-@functools.lru_cache(maxsize=4)
-def _frozen_module(path: str, dtype: str):
-  meta_path = os.path.join(os.path.abspath(path), export.ENCODER_JSON)
-  if not os.path.exists(meta_path):
-    raise FileNotFoundError(f"cr2pq.teacher_path={path!r} is not an ssl_jax export: "
-                            f"{export.ENCODER_JSON} is missing.")
-  with open(meta_path) as f:
-    return models.build(json.load(f)["model"], dtype)
-
-
 def _teacher_path(config):
   path = config.cr2pq.get("teacher_path")
   if not path:
     raise ValueError("cr2pq.teacher='frozen' needs cr2pq.teacher_path: the `export` folder "
-                     "of a pre-training run (004 Tab. 4 uses DINO / MAE / iBOT / SimCLR "
+                     "of a pre-training run or a timm / MAE / DINO checkpoint file (004 "
+                     "Tab. 4 uses DINO / MAE / iBOT / SimCLR "
                      "encoders). Or pick cr2pq.teacher from: " + ", ".join(TEACHERS.names()))
   return path
 
 
 def _frozen_init(rng, enc_params, config):
   del rng, enc_params
-  teacher = export.load(_teacher_path(config), _dtype(config))
+  teacher = interop.load_teacher(str(_teacher_path(config)), _dtype(config))
   return {}, {"teacher": teacher.variables}
 
 
 def _frozen_targets(state, constants, images, config):
   del state
-  module = _frozen_module(_teacher_path(config), _dtype(config))
+  module = interop.load_teacher(str(_teacher_path(config)), _dtype(config)).module
   out = module.apply(constants["teacher"], images, train=False)
   return _to_grid(out["patch"], out)
 
@@ -235,11 +226,6 @@ def teacher_targets(state, constants, images, config):
 
 # ---------------------------------------------------------------- forward
 
-def _student_grid(images, config):
-  p = config.model.patch_size
-  return images.shape[1] // p, images.shape[2] // p
-
-
 def _grid_coords(batch, grid):
   return jnp.broadcast_to(jnp.asarray(posemb.grid_coords(*grid)), (batch,) + (grid[0] * grid[1], 2))
 
@@ -264,7 +250,7 @@ def _forward(params, state, constants, batch, rng, config, train):
   enc = build_encoder(config)
   view_a = batch["view_a"]
   b = view_a.shape[0]
-  grid_a = _student_grid(view_a, config)
+  grid_a = patches.grid_shape(view_a, config.model.patch_size)
   coords_a = _grid_coords(b, grid_a)
   r_mask, r_drop = jax.random.split(rng)
   kw = dict(train=train, rngs={"dropout": r_drop})
@@ -357,14 +343,9 @@ def update(state, params, step, config):
 
 def encoder(config):
   # The student with RoPE over its own integer grid: a plain ViT downstream.
-  return EncoderSpec(model=encoder_model(config),
-                     variables=lambda params, state: {"params": params["encoder"]})
+  return EncoderSpec(model=encoder_model(config), variables=encoder_params)
 
 
-def views(config):
-  del config
-  return "two_crops"
 
-
-METHODS.register("cr2pq", Method(views=views, init=init, loss=loss, encoder=encoder,
-                                 update=update))
+METHODS.register("cr2pq", Method(views=fixed_view("two_crops"), init=init, loss=loss,
+                                encoder=encoder, update=update))

@@ -12,7 +12,6 @@ from a frozen, larger MAE-pre-trained ViT (../shared/papers/002 Sec. 5, Fig. 8).
 
 Reference: github.com/wangsr126/mae-lite (projects/mae_lite/mae_lite_distill*_exp.py).
 """
-import functools
 from typing import NamedTuple, Tuple
 
 import flax.linen as nn
@@ -21,9 +20,10 @@ import jax.numpy as jnp
 
 from ssl_jax import export, interop
 from ssl_jax.methods import METHODS, mae
-from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, scalar_metrics
+from ssl_jax.methods.base import (EncoderSpec, Method, MethodVars, encoder_params,
+                                  fixed_view, scalar_metrics)
 from ssl_jax.models import layers, vit
-from ssl_jax.ops import distill, masking
+from ssl_jax.ops import distill, masking, patches
 
 
 class AttentionLogits(nn.Module):
@@ -74,12 +74,6 @@ class Plan(NamedTuple):
   teacher_blocks: int                       # teacher blocks that must run
 
 
-@functools.lru_cache(maxsize=4)
-def _load_teacher(path: str, dtype: str) -> export.Encoder:
-  # An ssl_jax export, or the official MAE ViT-B `.pth` / a timm safetensors file.
-  return interop.load_encoder(path, dtype)
-
-
 def load_teacher(config) -> export.Encoder:
   path = config.dmae.get("teacher")
   if not path:
@@ -87,7 +81,8 @@ def load_teacher(config) -> export.Encoder:
         "config.dmae.teacher is not set: D-MAE needs the path of an ssl_jax export "
         "(the <workdir>/export of an MAE pre-training, e.g. configs/dmae.py:teacher_cpu) "
         "or of a timm / official MAE checkpoint (.safetensors, .pth).")
-  teacher = _load_teacher(str(path), config.get("compute_dtype", "float32"))
+  # An ssl_jax export, or the official MAE ViT-B `.pth` / a timm safetensors file.
+  teacher = interop.load_teacher(str(path), config.get("compute_dtype", "float32"))
   if not isinstance(teacher.module, vit.ViT):
     raise ValueError(f"D-MAE teacher at {path} is a {type(teacher.module).__name__}; "
                      "it must be a ViT export (model name 'vit').")
@@ -187,8 +182,7 @@ def loss(params, state, constants, batch, rng, step, config):
   t = teacher.module
   images = batch["image"]
   r_mask, r_drop = jax.random.split(rng)
-  p = config.model.patch_size
-  grid = (images.shape[1] // p, images.shape[2] // p)
+  grid = patches.grid_shape(images, config.model.patch_size)
   m = masking.random_masking(r_mask, images.shape[0], grid[0] * grid[1], config.mae.mask_ratio)
 
   s_out = enc.apply({"params": params["encoder"]}, images, train=True, keep_idx=m.keep_idx,
@@ -232,12 +226,9 @@ def encoder(config):
   # Only the student ViT is exported: the mappings M, N and D²-MAE's extra
   # attention block exist for pre-training alone.
   return EncoderSpec(model=mae.encoder_model(config),
-                     variables=lambda params, state: {"params": params["encoder"]})
+                     variables=encoder_params)
 
 
-def views(config):
-  del config
-  return "single_crop"
 
-
-METHODS.register("dmae", Method(views=views, init=init, loss=loss, encoder=encoder))
+METHODS.register("dmae", Method(views=fixed_view("single_crop"), init=init, loss=loss,
+                                encoder=encoder))

@@ -9,7 +9,8 @@ import jax.numpy as jnp
 
 from ssl_jax import models
 from ssl_jax.methods import METHODS
-from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, scalar_metrics
+from ssl_jax.methods.base import (EncoderSpec, Method, MethodVars, encoder_params,
+                                  fixed_view, scalar_metrics)
 from ssl_jax.ops import masking, patches
 
 
@@ -33,18 +34,13 @@ def init(rng, batch, config):
   enc, dec = build_modules(config)
   images = batch["image"]
   r_enc, r_dec, r_mask = jax.random.split(rng, 3)
-  grid = _grid(images, config)
+  grid = patches.grid_shape(images, config.model.patch_size)
   m = masking.random_masking(r_mask, images.shape[0], grid[0] * grid[1], config.mae.mask_ratio)
   enc_params = enc.init(r_enc, images, keep_idx=m.keep_idx)["params"]
   tokens = enc.apply({"params": enc_params}, images, keep_idx=m.keep_idx)["tokens"]
   dec_params = dec.init(r_dec, tokens, m.restore_idx, grid)["params"]
   return MethodVars(params={"encoder": enc_params, "decoder": dec_params},
                     state={}, constants={})
-
-
-def _grid(images, config):
-  p = config.model.patch_size
-  return images.shape[1] // p, images.shape[2] // p
 
 
 def reconstruction_loss(pred, images, mask, config):
@@ -60,7 +56,7 @@ def loss(params, state, constants, batch, rng, step, config):
   enc, dec = build_modules(config)
   images = batch["image"]
   r_mask, r_drop = jax.random.split(rng)
-  grid = _grid(images, config)
+  grid = patches.grid_shape(images, config.model.patch_size)
   m = masking.random_masking(r_mask, images.shape[0], grid[0] * grid[1], config.mae.mask_ratio)
   out = enc.apply({"params": params["encoder"]}, images, train=True,
                   keep_idx=m.keep_idx, rngs={"dropout": r_drop})
@@ -70,13 +66,9 @@ def loss(params, state, constants, batch, rng, step, config):
 
 
 def encoder(config):
-  return EncoderSpec(model=encoder_model(config),
-                     variables=lambda params, state: {"params": params["encoder"]})
+  return EncoderSpec(model=encoder_model(config), variables=encoder_params)
 
 
-def views(config):
-  del config
-  return "single_crop"
 
-
-METHODS.register("mae", Method(views=views, init=init, loss=loss, encoder=encoder))
+METHODS.register("mae", Method(views=fixed_view("single_crop"), init=init, loss=loss,
+                                encoder=encoder))

@@ -20,7 +20,7 @@ import optax
 
 from ssl_jax import models
 from ssl_jax.methods import METHODS
-from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, scalar_metrics
+from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, fixed_view, scalar_metrics
 from ssl_jax.ops import ema
 
 
@@ -145,10 +145,6 @@ def encoder(config):
                                                       "batch_stats": state["batch_stats"]})
 
 
-def views(config):
-  del config
-  return "two_crops"
 
-
-METHODS.register("mocov2", Method(views=views, init=init, loss=loss, encoder=encoder,
-                                  update=update))
+METHODS.register("mocov2", Method(views=fixed_view("two_crops"), init=init, loss=loss,
+                                encoder=encoder, update=update))

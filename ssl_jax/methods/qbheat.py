@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from ssl_jax import models
 from ssl_jax.methods import METHODS
-from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, scalar_metrics
+from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, fixed_view, scalar_metrics
 from ssl_jax.models import layers
 from ssl_jax.ops import patches, posemb, quarter_blocks
 from ssl_jax.registry import check_choice
@@ -218,9 +218,6 @@ def encoder(config):
                      variables=lambda params, state: {"params": params["encoder"], **state})
 
 
-def views(config):
-  del config
-  return "single_crop"
 
-
-METHODS.register("qbheat", Method(views=views, init=init, loss=loss, encoder=encoder))
+METHODS.register("qbheat", Method(views=fixed_view("single_crop"), init=init, loss=loss,
+                                encoder=encoder))

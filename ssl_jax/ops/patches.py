@@ -3,6 +3,11 @@ import einops
 import jax.numpy as jnp
 
 
+def grid_shape(images: jnp.ndarray, patch_size: int):
+  """(rows, cols) of the patch grid of [B, H, W, C] images."""
+  return images.shape[1] // patch_size, images.shape[2] // patch_size
+
+
 def patchify(images: jnp.ndarray, patch_size: int) -> jnp.ndarray:
   """[B, H, W, C] -> [B, N, p*p*C], row-major patches, (p, q, c) inside (MAE)."""
   b, h, w, c = images.shape
