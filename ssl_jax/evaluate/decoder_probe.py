@@ -32,6 +32,7 @@ from ssl_jax import optim
 from ssl_jax import sharding
 from ssl_jax.models import layers
 from ssl_jax.ops import posemb as posemb_lib
+from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
 
@@ -154,6 +155,8 @@ def train_probe(train_inputs, train_labels, num_classes: int, cfg, encoder=None,
   host_rng = np.random.default_rng(seed)
   labels = np.asarray(train_labels)
   losses = []
+  progress = Progress(f"decoder probe ({int(cfg.epochs)} epochs)",
+                      int(cfg.epochs) * steps_per_epoch * batch)
   for ep in range(int(cfg.epochs)):
     perm = host_rng.permutation(n)
     losses = []
@@ -164,6 +167,7 @@ def train_probe(train_inputs, train_labels, num_classes: int, cfg, encoder=None,
       key = jax.random.fold_in(rng, ep * steps_per_epoch + s)
       params, opt_state, loss = step(params, opt_state, enc_vars, x, y, key)
       losses.append(loss)
+      progress.update(batch)
   return decoder, params, float(np.mean(jax.device_get(losses))) if losses else float("nan")
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from ssl_jax.evaluate import decoder_probe
+from ssl_jax.progress import Progress
 from ssl_jax.evaluate import features as features_lib
 from ssl_jax.evaluate import segmentation_data
 
@@ -113,8 +114,10 @@ def dense_linear_probe(train_f, train_masks, test_f, test_masks, num_classes: in
 
   rng = np.random.default_rng(seed)
   carry, losses = (params, opt_state), None
+  progress = Progress(f"dense probe ({epochs} epochs)", epochs * steps_per_epoch * batch_size)
   for _ in range(epochs):
     carry, losses = epoch(carry, jnp.asarray(rng.permutation(n)))
+    progress.update(steps_per_epoch * batch_size)
   params = carry[0]
 
   test_masks = np.asarray(test_masks)

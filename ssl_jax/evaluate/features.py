@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssl_jax import sharding
+from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
 FEATURES = ("cls", "mean", "patch")
@@ -60,6 +61,7 @@ def extract_many(encoder, arrays, feature: str = "cls", block: int = -1,
                in_shardings=(sharding.replicated(mesh), in_sh), out_shardings=in_sh)
   variables = jax.device_put(variables, sharding.replicated(mesh))
   results = []
+  progress = Progress(f"features ({feature}, block {block})", sum(len(a) for a in arrays))
   for images in arrays:
     outs = []
     for start in range(0, len(images), batch_size):
@@ -69,5 +71,6 @@ def extract_many(encoder, arrays, feature: str = "cls", block: int = -1,
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
       feats = np.asarray(fn(variables, chunk))
       outs.append(feats[:len(feats) - pad] if pad else feats)
+      progress.update(len(feats) - pad)
     results.append(np.concatenate(outs))
   return results

@@ -36,6 +36,7 @@ from ssl_jax import models
 from ssl_jax import optim
 from ssl_jax import sharding
 from ssl_jax.evaluate import decoder_probe
+from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
 # ----------------------------------------------------------------------------
@@ -422,6 +423,7 @@ def finetune(encoder, train_images, train_labels, test_images, test_labels, num_
   host_rng = np.random.default_rng(seed)
   labels = np.asarray(train_labels)
   losses = []
+  progress = Progress(f"fine-tune ({int(cfg.epochs)} epochs)", total * batch)
   for ep in range(int(cfg.epochs)):
     perm, losses = host_rng.permutation(n), []
     for s in range(steps_per_epoch):
@@ -432,6 +434,7 @@ def finetune(encoder, train_images, train_labels, test_images, test_labels, num_
       params, opt_state, state, loss = step(params, opt_state, state, x, y, mix,
                                             jax.random.fold_in(rng, ep * steps_per_epoch + s))
       losses.append(loss)
+      progress.update(batch)
 
   predict = jax.jit(lambda p, st, x: jnp.argmax(model.apply({"params": p, **st}, x, train=False), -1))
   preds = decoder_probe.predict_in_batches(lambda x: predict(params, state, x), test_images,

@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssl_jax.progress import Progress
+
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
 def _votes(train_f, train_y, test_f, k, temperature, num_classes):
@@ -28,6 +30,7 @@ def knn_accuracy(train_f, train_y, test_f, test_y, num_classes: int, k: int = 20
   train_y = jnp.asarray(train_y)
   k = min(k, train_f.shape[0])
   top1 = top5 = 0
+  progress = Progress(f"kNN (k={k}, {train_f.shape[0]} train)", len(test_f), unit="queries")
   for s in range(0, len(test_f), chunk):
     votes = np.asarray(_votes(train_f, train_y, jnp.asarray(test_f[s:s + chunk]), k,
                               temperature, num_classes))
@@ -35,5 +38,6 @@ def knn_accuracy(train_f, train_y, test_f, test_y, num_classes: int, k: int = 20
     order = np.argsort(-votes, axis=1)
     top1 += int((order[:, 0] == y).sum())
     top5 += int((order[:, :5] == y[:, None]).any(1).sum())
+    progress.update(len(y))
   n = len(test_f)
   return {"top1": 100.0 * top1 / n, "top5": 100.0 * top5 / n}

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
 
@@ -61,8 +62,11 @@ def linear_probe(train_f, train_y, test_f, test_y, num_classes: int, epochs: int
 
   rng = np.random.default_rng(seed)
   carry = (params, opt_state)
+  progress = Progress(f"linear probe ({optimizer}, {epochs} epochs)",
+                      epochs * steps_per_epoch * batch_size)
   for _ in range(epochs):
     carry = epoch(carry, jnp.asarray(rng.permutation(n)))
+    progress.update(steps_per_epoch * batch_size)
   params = carry[0]
   acc = lambda x, y: 100.0 * float(np.mean(np.asarray(jnp.argmax(x @ params["w"] + params["b"], 1)) == y))
   return {"top1": acc(xte, np.asarray(test_y)), "train_top1": acc(xtr, np.asarray(train_y))}
