@@ -160,7 +160,10 @@ def _check_pretrain(config, device_count: int):
   if b % device_count:
     raise ConfigError(f"batch_size={b} is not divisible by the {device_count} devices; use "
                       f"a multiple of {device_count}.")
-  if b % accum or (b // accum) % device_count:
+  if b % accum:
+    raise ConfigError(f"batch_size={b} is not divisible by optim.grad_accum_steps={accum}; "
+                      f"use a multiple of {accum * device_count}.")
+  if (b // accum) % device_count:
     raise ConfigError(
         f"batch_size={b} does not split into optim.grad_accum_steps={accum} micro-batches "
         f"that each divide over {device_count} devices; use a batch_size that is a multiple "

@@ -75,12 +75,12 @@ def main(argv):
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
+  logging.set_verbosity(logging.WARNING)   # Orbax is chatty at INFO
   import jax  # pylint: disable=g-import-not-at-top
   try:
     config_check.check(config, MODES, jax.device_count())
   except config_check.ConfigError as e:
     _fail(str(e), e)
-  logging.set_verbosity(logging.WARNING)   # Orbax is chatty at INFO
   try:
     if config.mode == "pretrain":
       from ssl_jax import train  # pylint: disable=g-import-not-at-top
