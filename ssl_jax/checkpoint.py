@@ -2,10 +2,42 @@
 
 Saves are async and atomic (Orbax writes to a temporary folder and renames
 on commit), so a crash or kill mid-save never corrupts the last good step.
+A failed save (disk full, permissions) is raised as `CheckpointSaveError` at
+the first chance (the next training step polls the async save), naming the
+folder, its free space and the step that is still intact; the error is
+reported once, and the manager is still closed cleanly afterwards.
 """
 import os
+import shutil
 
 import orbax.checkpoint as ocp
+
+
+class CheckpointSaveError(RuntimeError):
+  """Saving a checkpoint failed; the previous one is intact."""
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+  """The OSError (ENOSPC, EACCES, ...) behind Orbax's wrappers, if any."""
+  seen, todo = set(), [exc]
+  while todo:
+    e = todo.pop(0)
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if isinstance(e, OSError):
+      return e
+    todo += [e.__cause__, e.__context__] + list(getattr(e, "exceptions", ()))
+  return exc
+
+
+def _free_space(path: str) -> str:
+  while path and not os.path.exists(path):
+    path = os.path.dirname(path)
+  try:
+    return f"{shutil.disk_usage(path).free / 2**30:.2f} GiB free"
+  except OSError:
+    return "free space unknown"
 
 
 class Checkpointer:
@@ -16,13 +48,51 @@ class Checkpointer:
         max_to_keep=keep, enable_async_checkpointing=async_save, create=True)
     self.manager = ocp.CheckpointManager(self.dir, options=options,
                                          item_names=("state", "data"))
+    self._saving = None        # step of the save in flight
+    self._reported = False     # a save error was raised already
+    self._closed = False
 
   def latest_step(self):
     return self.manager.latest_step()
 
+  def _error(self, exc: BaseException, step) -> CheckpointSaveError:
+    self._reported = True
+    cause = _root_cause(exc)
+    kept = [s for s in self.manager.all_steps() if s != step]
+    prev = (f"the previous checkpoint (step {max(kept)}) is kept and a rerun resumes from it"
+            if kept else "no earlier checkpoint exists")
+    return CheckpointSaveError(
+        f"saving the checkpoint of step {step} to {self.dir} failed "
+        f"({type(cause).__name__}: {cause}); {_free_space(self.dir)} there; {prev}. "
+        "Free disk space or fix the folder's permissions (or use another --workdir).")
+
+  def _guard(self, fn, step):
+    try:
+      return fn()
+    except Exception as e:  # pylint: disable=broad-except
+      if self._reported:
+        return None           # already raised once; let shutdown finish
+      err = self._error(e, step)
+      self._shutdown()        # the run ends here: stop Orbax's threads now
+      raise err from e
+
+  def _shutdown(self):
+    self._closed = True
+    try:
+      self.manager.close()
+    except Exception:  # pylint: disable=broad-except
+      pass                    # its error is the one being reported
+
+  def poll(self):
+    """Raises CheckpointSaveError if the async save in flight has failed."""
+    if self._saving is not None and not self._closed:
+      self._guard(self.manager.check_for_errors, self._saving)
+
   def save(self, step: int, state, data_position: dict):
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position)))
+    self.poll()
+    self._saving = step
+    self._guard(lambda: self.manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position))), step)
 
   def restore(self, step: int, abstract_state):
     """`abstract_state`: ShapeDtypeStructs carrying the target shardings."""
@@ -31,8 +101,22 @@ class Checkpointer:
     return out["state"], out["data"]
 
   def wait(self):
-    self.manager.wait_until_finished()
+    """Blocks until in-flight saves committed; raises CheckpointSaveError once."""
+    if not self._closed:
+      self._guard(self.manager.wait_until_finished, self._saving)
 
-  def close(self):
-    self.manager.wait_until_finished()
-    self.manager.close()
+  def close(self, quiet: bool = False):
+    """Waits for saves and stops Orbax's background threads; idempotent.
+    quiet: another error is already on its way out, do not mask it."""
+    if self._closed:
+      return
+    try:
+      self.wait()
+    except CheckpointSaveError:
+      if not quiet:
+        raise
+    if quiet:
+      self._shutdown()
+    else:
+      self._closed = True
+      self.manager.close()

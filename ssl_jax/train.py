@@ -162,11 +162,14 @@ def train(config, workdir: str, devices=None):
   eval_data = None
   t_last, step_last = time.time(), start
   step = start
+  skipped = it.position()["skipped"]       # undecodable training images so far
+  batches = pipeline.prefetch(it, config.data.prefetch)
   try:
     if start < total_steps:
-      for batch, position in pipeline.prefetch(it, config.data.prefetch):
+      for batch, position in batches:
         state, m = step_fn(state, constants, batch)
         step += 1
+        skipped = position["skipped"]
         done = step >= total_steps
         if step % config.log_every == 0 or done:
           m = jax.device_get(m)
@@ -183,6 +186,7 @@ def train(config, workdir: str, devices=None):
         if step % config.checkpoint_every == 0 or done:
           _check_finite(state, ckpt)
           ckpt.save(step, state, position)
+        ckpt.poll()   # a failed async save (disk full) stops the run now, not at the next save
         if config.eval_every and step % config.eval_every == 0 and not done:
           eval_data = eval_data or eval_lib.EvalData.load(config)
           enc = encoder_from_state(method, config, state)
@@ -192,7 +196,12 @@ def train(config, workdir: str, devices=None):
                 f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})", flush=True)
         if done:
           break
+  except BaseException:
+    batches.close()
+    ckpt.close(quiet=True)   # commit in-flight saves, stop Orbax's threads, keep this error
+    raise
   finally:
+    batches.close()  # stop and join the prefetch worker: no abort at interpreter exit
     ckpt.wait()      # let in-flight async saves commit, whatever stopped us
 
   # ------------------------------------------------------------------ export + eval
@@ -209,10 +218,13 @@ def train(config, workdir: str, devices=None):
   if config.eval.protocols:
     eval_data = eval_data or eval_lib.EvalData.load(config)
     results = eval_lib.evaluate(config, encoder, mesh, eval_data)
-    writer.write(step, "final_eval", **results)
+    writer.write(step, "final_eval", **results, skipped_images=eval_data.skipped_images)
     print(f"[ssl_jax] final evaluation at step {step} ({config.data.name}, "
           f"feature={config.eval.feature}):\n" + eval_lib.format_table(results), flush=True)
   print(f"[ssl_jax] encoder exported to {export_dir}", flush=True)
+  print(f"[ssl_jax] skipped_images: {skipped} undecodable in training"
+        + (f", {eval_data.skipped_images} in evaluation" if eval_data is not None else ""),
+        flush=True)
   return results
 
 
@@ -220,7 +232,11 @@ def _check_finite(state, ckpt):
   bad = int(jax.device_get(state["bad_step"]))
   if bad >= 0:
     ckpt.wait()
+    last = ckpt.latest_step()
+    kept = (f"The last good checkpoint (step {last}) is intact in {ckpt.dir}"
+            if last is not None else f"No checkpoint was saved yet (in {ckpt.dir})")
+    # `bad_step` is the 0-based step counter; progress lines count updates from 1.
     raise NonFiniteError(
-        f"Loss or gradient became NaN/Inf at step {bad}; training stopped without "
-        f"applying it. The last good checkpoint (step {ckpt.latest_step()}) is intact "
-        f"in {ckpt.dir}; lower the learning rate or enable optim.clip_grad_norm, then rerun.")
+        f"Loss or gradient became NaN/Inf at step {bad + 1}; training stopped without "
+        f"applying it. {kept}; lower the learning rate or enable optim.clip_grad_norm, "
+        "then rerun.")

@@ -71,7 +71,7 @@ def test_resume_after_interruption_reproduces_losses(uninterrupted, tmp_path, mo
 def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
   wd = str(tmp_path)
   cfg = tiny_mae_config(debug_inject_nan_at_step=4, log_every=1)
-  with pytest.raises(train.NonFiniteError, match="at step 4"):
+  with pytest.raises(train.NonFiniteError, match="at step 5"):   # 1-based, as printed
     train.train(cfg, wd, devices=jax.devices()[:1])
   ck = checkpoint.Checkpointer(wd)
   assert ck.latest_step() == 4           # saved after steps 2 and 4 (step index 3 = 4th update)

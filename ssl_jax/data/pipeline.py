@@ -4,11 +4,18 @@ Order and augmentation depend only on (seed, epoch, example index): each epoch
 shuffles with a seed of its own and every random draw of an example is seeded
 by its index. The iterator's position (epoch, next raw index) is saved with
 each checkpoint, so a resumed run sees exactly the batches an uninterrupted
-run would have seen. Undecodable images are dropped and counted (`skipped`).
+run would have seen. Undecodable images are dropped and counted exactly
+(`skipped`), including those in the end-of-epoch remainder that is dropped
+to keep batches full; `eval_arrays_counted` counts them for evaluation.
+
+`prefetch` decodes in a background thread that is stopped and joined when
+the loop ends, however it ends: a thread left inside tf.data at interpreter
+exit aborts the process ("terminate called ...", exit 134).
 """
 import queue
 import threading
-from typing import Dict, Iterator, Optional
+import time
+from typing import Dict, Iterator, Optional, Tuple
 
 import jax
 import numpy as np
@@ -83,19 +90,45 @@ class TrainIterator:
     opts.deterministic = True
     ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.ignore_errors()       # undecodable images: dropped, counted below
-    ds = ds.batch(self.local_batch, drop_remainder=True)
+    # The short last batch is kept here (and dropped in `_host_batches`) so
+    # the undecodable images among the remainder are counted too.
+    ds = ds.batch(self.local_batch, drop_remainder=False)
     return ds.with_options(opts).prefetch(cfg.prefetch)
+
+  def _full(self, batch) -> bool:
+    return batch is not None and len(batch["index"]) == self.local_batch
+
+  def _end_epoch(self, remainder):
+    """Counts the undecodable images after the epoch's last full batch: all
+    raw indices up to num_examples not in the dropped `remainder`."""
+    kept = 0 if remainder is None else len(remainder["index"])
+    self.skipped += max(0, self.source.num_examples - self.next_index - kept)
+    self.next_index = self.source.num_examples
 
   def _host_batches(self) -> Iterator[Dict[str, np.ndarray]]:
     while True:
-      for batch in self._epoch_dataset(self.epoch, self.next_index).as_numpy_iterator():
+      batches = self._epoch_dataset(self.epoch, self.next_index).as_numpy_iterator()
+      batch = next(batches, None)
+      if not self._full(batch):
+        self._end_epoch(batch)
+      while self._full(batch):
+        following = next(batches, None)    # one batch of look-ahead: is this the last?
         idx = batch.pop("index")
         # Gaps in the raw indices are the examples that failed to decode.
         self.skipped += int(idx[-1] + 1 - self.next_index) - len(idx)
         self.next_index = int(idx[-1]) + 1
+        if not self._full(following):
+          self._end_epoch(following)       # counted with the epoch's last batch
         yield batch
+        batch = following
       self.epoch += 1
       self.next_index = 0
+
+  def close(self):
+    """Releases the tf.data iterator (call from the thread that used it)."""
+    if self._host_iter is not None:
+      self._host_iter.close()
+      self._host_iter = None
 
   def __iter__(self):
     return self
@@ -108,43 +141,79 @@ class TrainIterator:
         lambda x: jax.make_array_from_process_local_data(self.sharding, x), batch)
 
 
-def prefetch(iterator, size: int = 2):
+def prefetch(iterator, size: int = 2, join_timeout: float = 120.0):
   """Runs `iterator` (host decode + device transfer) in a background thread.
 
   Also returns each item's iterator position, so the loop can checkpoint the
-  position of the batch it actually consumed.
+  position of the batch it actually consumed. Closing the generator (or
+  leaving its loop by break / exception) stops the worker, joins it and
+  closes `iterator`.
   """
   q: "queue.Queue" = queue.Queue(maxsize=max(size, 1))
+  stop = threading.Event()
   sentinel = object()
+
+  def put(item) -> bool:
+    while not stop.is_set():       # never block forever on a consumer that left
+      try:
+        q.put(item, timeout=0.05)
+        return True
+      except queue.Full:
+        pass
+    return False
 
   def worker():
     try:
       for item in iterator:
-        q.put((item, iterator.position()))
+        if not put((item, iterator.position())):
+          return
     except Exception as e:  # pylint: disable=broad-except
-      q.put(e)
-    q.put(sentinel)
-
-  threading.Thread(target=worker, daemon=True).start()
-  while True:
-    item = q.get()
-    if item is sentinel:
+      put(e)
       return
-    if isinstance(item, Exception):
-      raise item
-    yield item
+    put(sentinel)
+
+  thread = threading.Thread(target=worker, daemon=True, name="ssl_jax-prefetch")
+  thread.start()
+  try:
+    while True:
+      item = q.get()
+      if item is sentinel:
+        return
+      if isinstance(item, Exception):
+        raise item
+      yield item
+  finally:
+    stop.set()
+    deadline = time.time() + join_timeout
+    while thread.is_alive() and time.time() < deadline:
+      thread.join(timeout=0.1)
+      try:
+        q.get_nowait()              # unblock a worker mid-put
+      except queue.Empty:
+        pass
+    if not thread.is_alive() and hasattr(iterator, "close"):
+      iterator.close()
 
 
 def eval_arrays(data_cfg, split: str, max_examples: Optional[int] = None):
   """Whole eval split of this process as normalised numpy arrays (images, labels).
 
   Deterministic transform (`views.eval_view`); for kNN / linear probes over
-  frozen features. Undecodable images are dropped.
+  frozen features. Undecodable images are dropped (`eval_arrays_counted`
+  also returns how many).
   """
+  return eval_arrays_counted(data_cfg, split, max_examples)[:3]
+
+
+def eval_arrays_counted(data_cfg, split: str, max_examples: Optional[int] = None
+                        ) -> Tuple[np.ndarray, np.ndarray, int, int]:
+  """`eval_arrays` plus the number of undecodable images dropped."""
   src = sources.get_source(data_cfg, split, jax.process_index(), jax.process_count())
   ds = src.make(seed=None)
+  expected = src.num_examples
   if max_examples:
     ds = ds.take(max_examples)
+    expected = min(expected, max_examples)
   size, encoded = data_cfg.image_size, src.encoded
   def process(ex):
     img = views.eval_view(_decode(ex["image"], encoded), size)
@@ -154,4 +223,8 @@ def eval_arrays(data_cfg, split: str, max_examples: Optional[int] = None):
   for im, lb in ds.batch(1024).as_numpy_iterator():
     images.append(im)
     labels.append(lb)
-  return np.concatenate(images), np.concatenate(labels).astype(np.int32), src.num_classes
+  if not images:
+    raise ValueError(f"no decodable image in split {split!r} of {data_cfg.name!r} "
+                     f"({expected} examples).")
+  images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
+  return images, labels, src.num_classes, expected - len(labels)

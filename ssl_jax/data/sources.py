@@ -73,8 +73,42 @@ def fashion_mnist(split, data_cfg, process_index, process_count):
   return Source(make, len(labels), 10, (m,) * 3, (s,) * 3, encoded=False)
 
 
+class DatasetNotPreparedError(RuntimeError):
+  """A tfds dataset that is neither prepared locally nor preparable offline."""
+
+
+# Set to 1 to let a run download and prepare a tfds dataset itself.
+DOWNLOAD_ENV = "SSL_JAX_TFDS_DOWNLOAD"
+
+
+def _is_prepared(builder) -> bool:
+  return os.path.exists(os.path.join(builder.data_dir, "dataset_info.json"))
+
+
+def _check_prepared(name: str, builder, data_cfg):
+  """Fails in seconds, saying what to do, instead of retrying downloads for
+  minutes on a machine without network (tfds' default)."""
+  if _is_prepared(builder):
+    return
+  if getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None):
+    manual = data_cfg.get("manual_dir")
+    if not manual or not os.path.isdir(manual):
+      raise DatasetNotPreparedError(
+          f"tfds dataset {name!r} is built from files you download yourself: set "
+          f"data.manual_dir to the folder holding them (got {manual!r}); see README.")
+    return
+  if os.environ.get(DOWNLOAD_ENV, "") not in ("", "0"):
+    return
+  raise DatasetNotPreparedError(
+      f"tfds dataset {name!r} is not prepared in {builder.data_dir}. Prepare it once on a "
+      f"machine with network (`tfds build {name} --data_dir=DIR`) and set data.data_dir=DIR, "
+      f"or let this run download it ({DOWNLOAD_ENV}=1), or use the embedded default "
+      "data.name=fashion_mnist.")
+
+
 def _tfds_source(name, split, data_cfg, process_index, process_count):
   builder = tfds.builder(name, data_dir=data_cfg.get("data_dir"))
+  _check_prepared(name, builder, data_cfg)
   dl_config = tfds.download.DownloadConfig(manual_dir=data_cfg.get("manual_dir"))
   builder.download_and_prepare(download_config=dl_config)
   if split not in builder.info.splits:

@@ -27,14 +27,15 @@ class EvalData:
   test_images: np.ndarray
   test_labels: np.ndarray
   num_classes: int
+  skipped_images: int = 0     # undecodable images dropped from both splits
   _cache: Dict[Tuple, Tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
 
   @classmethod
   def load(cls, config):
     e, d = config.eval, config.data
-    xtr, ytr, n = pipeline.eval_arrays(d, d.train_split, e.max_train_examples)
-    xte, yte, _ = pipeline.eval_arrays(d, d.eval_split, e.max_eval_examples)
-    return cls(xtr, ytr, xte, yte, n)
+    xtr, ytr, n, skip_tr = pipeline.eval_arrays_counted(d, d.train_split, e.max_train_examples)
+    xte, yte, _, skip_te = pipeline.eval_arrays_counted(d, d.eval_split, e.max_eval_examples)
+    return cls(xtr, ytr, xte, yte, n, skip_tr + skip_te)
 
   def features(self, encoder, feature: str, block: int, mesh, batch_size: int = 512):
     key = (id(encoder.variables), feature, block)

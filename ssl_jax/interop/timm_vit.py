@@ -9,7 +9,10 @@ torch Linear layout), `norm`, and an optional classifier `head`.
 
 Importing folds a non-zero CLS slot of `pos_embed` (DINO, timm's learned
 embeddings) into `cls_token`: timm adds it to the CLS token only, so the
-features are unchanged. Sin-cos embeddings are recognised and kept fixed.
+features are unchanged. Sin-cos embeddings are recognised and kept fixed;
+a table that differs from sin-cos is imported as learned even when the
+metadata says sin-cos. Non-finite weights and mis-shaped tensors are refused
+with the tensor's name.
 """
 import json
 import os
@@ -113,20 +116,31 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
     used.add(k)
     return sd[k]
   proj = f32(take("patch_embed.proj.weight"))                   # [D, C, p, p]
+  if proj.ndim != 4 or proj.shape[2] != proj.shape[3]:
+    raise ValueError(f"patch_embed.proj.weight has shape {proj.shape}; expected "
+                     "[width, channels, patch, patch].")
   width, _, patch, _ = proj.shape
   depth = 1 + max([int(m.group(1)) for k in sd for m in [re.match(r"blocks\.(\d+)\.", k)] if m],
                   default=-1)
   heads = num_heads or DEFAULT_HEADS.get(width)
   if heads is None:
     raise ValueError(f"width {width} has no default head count; pass num_heads.")
-  pos = f32(take("pos_embed"))[0]
+  pos = f32(take("pos_embed"))
+  if pos.ndim != 3 or pos.shape[0] != 1 or pos.shape[2] != width:
+    raise ValueError(f"pos_embed has shape {pos.shape}; expected [1, tokens, {width}].")
+  pos = pos[0]
   n_pos = pos.shape[0]
   has_cls_slot = int(round(np.sqrt(n_pos - 1))) ** 2 == n_pos - 1
   cls_slot, patch_pos = (pos[:1], pos[1:]) if has_cls_slot else (np.zeros((1, width)), pos)
   grid = _square_grid(patch_pos.shape[0])
+  fixed = {"sincos2d": sincos_table(grid, width), "none": np.zeros_like(patch_pos)}
   if posemb is None:
-    posemb = ("sincos2d" if np.allclose(patch_pos, sincos_table(grid, width), atol=1e-4)
+    posemb = ("sincos2d" if np.allclose(patch_pos, fixed["sincos2d"], atol=1e-4)
               else "learn")
+  elif posemb in fixed and not np.allclose(patch_pos, fixed[posemb], atol=1e-4):
+    # Metadata says fixed, but the file's table differs (e.g. fine-tuned
+    # embeddings): the weights in the file win, as a learned table.
+    posemb = "learn"
 
   params = {"patch_embed": {"kernel": proj.transpose(2, 3, 1, 0),
                             "bias": f32(take("patch_embed.proj.bias"))},
@@ -139,6 +153,9 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
     t = f"blocks.{i}."
     qkv_w = f32(take(t + "attn.qkv.weight"))                    # [3D, D]
     qkv_b = f32(take(t + "attn.qkv.bias")) if t + "attn.qkv.bias" in sd else np.zeros(3 * width)
+    if qkv_w.shape != (3 * width, width) or qkv_b.shape != (3 * width,):
+      raise ValueError(f"{t}attn.qkv.weight / .bias have shapes {qkv_w.shape} / {qkv_b.shape}; "
+                       f"a ViT of width {width} needs ({3 * width}, {width}) / ({3 * width},).")
     attn = {}
     for j, n in enumerate(("query", "key", "value")):
       attn[n] = {"kernel": qkv_w[j * width:(j + 1) * width].T.reshape(width, heads, hd),
@@ -162,6 +179,10 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
                    num_heads=int(heads), patch_size=int(patch),
                    mlp_ratio=float(mlp_hidden / width) if mlp_hidden else 4.0, posemb=posemb)
   extras = {k: v for k, v in sd.items() if k not in used}
+  bad = sorted(k for k in used if not np.isfinite(f32(sd[k])).all())
+  if bad:
+    raise ValueError(f"the checkpoint holds NaN/Inf weights in {len(bad)} tensors: "
+                     f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}; refusing to load them.")
   check_tree(model_cfg, params, grid)
   return model_cfg, {"params": params}, extras
 
