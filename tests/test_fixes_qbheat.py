@@ -48,3 +48,60 @@ def test_bf16_features_are_extended_by_dx_a_z_in_float32():
   old_rel = np.linalg.norm(old - z64[0] - want) / np.linalg.norm(want)
   assert old_rel > 50 * rel and old_rel > 5e-3, old_rel
 
+
+
+# ---------------------------------------------------------------- spectra
+
+from ssl_jax.analysis import qbheat_spectra  # noqa: E402  pylint: disable=g-import-not-at-top
+
+
+def test_random_control_is_mostly_complex_full_rank_ratio_one():
+  """The point of the control: an untrained 96 x 96 matrix already looks
+  like the paper's observation (complex eigenvalues, full rank)."""
+  c = qbheat_spectra.random_control(96, draws=4)
+  assert 0.85 < c["complex_fraction"][0] < 0.96
+  assert c["rank"] == (96.0, 0.0)
+  assert abs(c["energy_ratio"][0] - 1.0) < 0.05
+
+
+def test_controls_separate_structured_from_random_matrices():
+  rng = np.random.default_rng(0)
+  g = rng.normal(size=(32, 32))
+  sym = g + g.T                                    # real spectrum
+  params = {"head": {"linear_corner": {"A1": sym, "B1": 0.5 * g}}}
+  control = qbheat_spectra.random_control(32, draws=4)
+  out = qbheat_spectra.against_controls(params, control, draws=16)
+  assert out["A_corner/complex_fraction"] == 0.0 and out["A_corner/complex_fraction_z"] < -4
+  assert abs(out["B_corner/complex_fraction_z"]) < 4
+  assert out["B_corner/energy_vs_random"] == pytest.approx(1.0, abs=0.15)   # unstructured
+  eye = {"head": {"linear_corner": {"A1": 3.0 * np.eye(32), "B1": g}}}
+  out = qbheat_spectra.against_controls(eye, control, draws=16)
+  assert out["A_corner/energy_vs_random"] > 1.3       # all energy in the spectrum
+  assert out["frobenius_ratio_corner"] == pytest.approx(
+      np.linalg.norm(3.0 * np.eye(32)) / np.linalg.norm(g))
+
+
+def test_report_over_checkpoints_writes_trend_json_and_png(tmp_path):
+  """Three checkpoints with A_t = (1 + t) X, B = Y: the energy ratio's trend
+  is exactly (1 + t) E(X) / E(Y)."""
+  import json  # pylint: disable=g-import-not-at-top
+  from ssl_jax.checkpoint import Checkpointer  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(1)
+  x, y = (rng.normal(0, 0.02, (16, 16)).astype(np.float32) for _ in range(2))
+  ckpt = Checkpointer(str(tmp_path / "run"), keep=5)
+  for t in (0, 10, 20):
+    lm = {"A1": (1 + t) * x, "B1": y}
+    ckpt.save(t, {"params": {"head": {"linear_corner": lm, "linear_centre": lm}}}, {"pos": t})
+  ckpt.close()
+  res = qbheat_spectra.report(str(tmp_path / "run"), str(tmp_path / "out"), draws=2)
+  ex = qbheat_spectra.energy(np.linalg.eigvals(x.astype(np.float64)))
+  ey = qbheat_spectra.energy(np.linalg.eigvals(y.astype(np.float64)))
+  assert res["steps"] == [0, 10, 20]
+  np.testing.assert_allclose(res["trend"]["energy_ratio_corner"],
+                             [(1 + t) * ex / ey for t in (0, 10, 20)], rtol=1e-4)
+  with open(tmp_path / "out" / "qbheat_spectra.json") as f:
+    saved = json.load(f)
+  assert set(saved["per_step"]) == {"0", "10", "20"}
+  assert saved["control"]["rank"][0] == 16.0
+  for name in ("qbheat_spectra.png", "qbheat_fig7.png"):
+    assert (tmp_path / "out" / name).stat().st_size > 5000
