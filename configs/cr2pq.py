@@ -27,8 +27,28 @@ Choices the paper does not state (named, not hidden):
 - Eq. 10 projects the mean of the student's encoded tokens of view A; the
   projector's hidden width (2048, SimSiam's) is not given.
 - Relative coordinates anchor B's patch centres among A's patch centres
-  (`coord_anchor="centre"`), which is exact for any crop and for flipped crops;
-  Eq. 4 / Listing 1 align patch corners instead (`coord_anchor="corner"`).
+  (`coord_anchor="centre"`); Eq. 4 / Listing 1 align patch corners instead
+  (`coord_anchor="corner"`). Both follow horizontal flips: a flipped crop's
+  coordinates are the mirrored unflipped ones (a corner-anchored flipped
+  patch is placed by its top-left corner in the original image).
+- RoPE frequencies: the default `rope_freqs="axial"` spaces each axis's D/4
+  frequencies as 1D RoPE over D/2 channels, base^(-2i/(D/2)) (EVA-02 /
+  RoPE-Mixed axial); Sec. 3.2 writes theta_t = 10000^(-t/(D/2)),
+  t = 0..D/4-1, i.e. half the spacing (`rope_freqs="cr2pq"`). The paper's
+  interleaving of row / column pairs (Eq. 5) is a channel permutation the
+  learned W_Q, W_K absorb, so it is not an option.
+- Eq. 8 read as: Phi(rp_B) = h_mask W_Q, the shared learnable placeholder
+  rotated by R_rela(rp_B), with no q^(m,n) term (B's patches have no hidden
+  state in the student: B is never encoded); the position-aware
+  cross-attention is a separate layer with its own W_Q, W_K, W_V (not the
+  encoder's), keys / values A's final tokens rotated by R_rot(rp_A).
+- Teacher features z'_B (Eq. 9; the paper names no layer or normalisation):
+  a frozen ViT's last-layer patch tokens after its final LayerNorm, a frozen
+  ResNet-50's last-stage map (7x7 at 224 px, after the final ReLU, no
+  normalisation; torchvision / DINO / SimCLR .pth via interop.load_encoder),
+  the EMA student's final-LN patch tokens, or MAE-normalised pixels.
+- The loss is one-directional (A predicts B, Eq. 8-10 as written); no
+  symmetrised B -> A term.
 - EMA teacher (Tab. 4 first row): momentum 0.996 -> 1 by a cosine (DINO,
   the base of the authors' PQCL); queries' decoder blocks also use RoPE.
 - Crop scale (0.08, 1.0) and ratio (3/4, 4/3): BYOL's RandomResizedCrop.
@@ -62,6 +82,7 @@ def _cr2pq_defaults():
       teacher_path=placeholder(str),    # `export` folder for teacher="frozen"
       pos_encoding="rope_continuous",   # Tab. 6
       coord_anchor="centre",       # centre | corner (Eq. 4 literally)
+      rope_freqs="axial",          # axial | cr2pq (Sec. 3.2's theta_t = 10000^(-t/(D/2)))
       global_weight=0.5,           # lambda, Sec. 4.2 / Fig. 3
       loss_p=2,
       # Tab. 5 "2-layer Trans"; num_heads unset: the encoder's.

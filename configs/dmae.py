@@ -28,6 +28,12 @@ lr 1.5e-4 x batch/256, wd 0.05, betas 0.9/0.95, 40 warm-up epochs, cosine), batc
 loss weights 1 (reference `distill_attn_alpha=1.0`); D²-MAE decoder at layer 8
 (Tab. 5) with the reference's extra attention-only block carrying the distillation.
 
+Export (the reference's fine-tuning, not a paper statement): D²-MAE's final
+encoder LayerNorm is trained on layer-8 tokens (the decoder input), so the
+export resets it to its initial scale 1 / bias 0 before it is applied to
+layer 12, as MAE / mae-lite fine-tuning drops `norm` for a fresh `fc_norm`
+(ssl_jax/methods/dmae.py:export_variables). D-MAE keeps its trained norm.
+
 Deviations (named, not hidden):
   - ViT-Small's decoder (width 192, 1 block, 6 heads) is the reference's
     `mae_vit_small_patch16`; the paper gives only the encoder (Tab. S3).

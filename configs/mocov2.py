@@ -25,7 +25,12 @@ epochs, cosine schedule, shuffling BN over 8 groups (MoCo's 8 GPUs x 32).
 The Mobile-Former representation is Tab. 8's "pool concat" (`cls`).
 
 Optimiser: MoCo v2's SGD, lr 0.03 x batch/256, momentum 0.9, wd 1e-4, cosine,
-no warm-up.
+no warm-up. Weight decay applies to every parameter, BatchNorm scales and
+biases included (`optim.decay_1d_params=True`): the official main_moco.py
+passes `model.parameters()` to torch.optim.SGD with one weight_decay. The
+one exception is Mobile-Former's learned global `tokens`, never decayed like
+a ViT's cls_token (ssl_jax/optim.py NO_DECAY; 000 gives no MoCo recipe for
+Mobile-Former, and MoCo's own ResNet-50 has no such parameter).
 
 Deviations (named, not hidden):
   - 000 does not give its MoCo-v2 schedule for Mobile-Former; MoCo v2's
@@ -61,6 +66,7 @@ def get_config(arg: str = "mf_tiny"):
   c.optim.base_lr = 0.03
   c.optim.weight_decay = 1e-4
   c.optim.warmup_epochs = 0.0
+  c.optim.decay_1d_params = True     # official MoCo: wd on all params, BN and biases too
   if arg in _CPU:
     c.model = dict(_CPU[arg])
     c.eval.feature = "cls" if c.model["name"] == "mobile_former" else "mean"

@@ -28,6 +28,13 @@ predictor width 512, decoder of 6 transformer blocks of width 512.
 Not given by the paper, taken from MAE (named, not hidden): AdamW betas
 (0.9, 0.95), crop scale (0.2, 1.0), normalised-pixel targets with the loss on
 the masked quarters, 16 decoder heads, sin-cos decoder position embeddings.
+Weight decay (0.1, Tab. 9) follows MAE's optimizer rule, which QB-Heat
+inherits: every matrix is decayed, norms / biases / learned tokens are not.
+So the linear models A, B (1x1 convs, Fig. 3) are decayed like any weight
+(the paper names no exception; decay pulls I + dx A toward the identity, a
+copy of the visible quarter); Mobile-Former's global tokens are not (ViT's
+cls_token rule, ssl_jax/optim.py). To exempt A, B:
+--config.optim.no_decay_patterns='("head/linear_",)'.
 The epoch count is not in Tab. 9; 1600 is assumed (Fig. 6 / Tab. 3 span
 100-2400 epochs). Linear models are initialised N(0, 0.02^2) (not stated).
 

@@ -30,6 +30,10 @@ def base_config() -> ml_collections.ConfigDict:
       name="adamw", momentum=0.9, base_lr=1.5e-4, min_lr=0.0, weight_decay=0.05, b1=0.9, b2=0.95,
       warmup_epochs=40.0, warmup_steps=placeholder(int),
       clip_grad_norm=placeholder(float), grad_accum_steps=1))
+  # Weight-decay mask (ssl_jax/optim.py): decay norms / biases too (MoCo v2),
+  # and extra never-decayed parameter-path regexes.
+  c.optim.decay_1d_params = False
+  c.optim.no_decay_patterns = ()
 
   # Mesh axes: batch is split over every axis; parameters follow the rules.
   c.mesh = [("data", -1), ("fsdp", 1)]

@@ -1,6 +1,16 @@
 """AdamW (or SGD + momentum) with linear warm-up + cosine decay (MAE App. A.1;
 the recipe of every paper here, MoCo v2 uses SGD), lr = base_lr * batch / 256,
-and no weight decay on norms, biases, position embeddings and special tokens."""
+and no weight decay on norms, biases, position embeddings and special tokens.
+
+The weight-decay mask (`decay_mask`) follows MAE / timm's
+`param_groups_weight_decay`: arrays with ndim <= 1 (norm scales, biases) and
+learned tokens / position tables (`NO_DECAY`, incl. Mobile-Former's global
+`tokens`, treated as ViT's cls_token) are not decayed. Two config knobs:
+`optim.decay_1d_params=True` decays every array (torch SGD's `weight_decay`
+over `model.parameters()`, MoCo v2's official recipe);
+`optim.no_decay_patterns` adds regexes over "/"-joined parameter paths.
+"""
+import functools
 import re
 
 import jax
@@ -11,12 +21,22 @@ from ssl_jax.registry import check_choice
 
 OPTIMIZERS = ("adamw", "sgd")
 
-NO_DECAY = re.compile(r"pos_embedding|cls_token|mask_token|proxy_token|placeholder")
+NO_DECAY = re.compile(
+    r"pos_embedding|cls_token|mask_token|proxy_token|placeholder|(^|/)tokens$")
 
 
-def decay_mask(params):
-  return jax.tree_util.tree_map_with_path(
-      lambda path, p: p.ndim > 1 and not NO_DECAY.search(sharding.path_str(path)), params)
+def decay_mask(params, config=None):
+  """True where weight decay applies; see the module docstring."""
+  o = config.optim if config is not None else {}
+  decay_1d = bool(o.get("decay_1d_params", False))
+  extra = [re.compile(p) for p in (o.get("no_decay_patterns") or ())]
+
+  def decays(path, p):
+    name = sharding.path_str(path)
+    if NO_DECAY.search(name) or any(r.search(name) for r in extra):
+      return False
+    return decay_1d or p.ndim > 1
+  return jax.tree_util.tree_map_with_path(decays, params)
 
 
 def lr_schedule(config, total_steps: int, steps_per_epoch: int):
@@ -36,11 +56,12 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
   if o.get("clip_grad_norm"):
     parts.append(optax.clip_by_global_norm(o.clip_grad_norm))
   name = check_choice("optimizer (optim.name)", o.get("name", "adamw"), OPTIMIZERS)
+  mask = functools.partial(decay_mask, config=config)
   if name == "adamw":
     parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
-                             mask=decay_mask))
+                             mask=mask))
   else:
     # Coupled L2 as in torch.optim.SGD (MoCo v2): decay enters the momentum.
-    parts.append(optax.add_decayed_weights(o.weight_decay, mask=decay_mask))
+    parts.append(optax.add_decayed_weights(o.weight_decay, mask=mask))
     parts.append(optax.sgd(schedule, momentum=o.momentum))
   return optax.chain(*parts), schedule

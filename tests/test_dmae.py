@@ -213,3 +213,31 @@ def test_config_variants():
   assert module.get_config("dmae_vit_small_in1k").model.variant == "S"
   with pytest.raises(ValueError, match="Valid"):
     module.get_config("dmae_vit_huge")
+
+
+def test_d2_export_resets_the_final_norm_trained_on_layer_k(teacher_path, d2_vars):
+  """D²-MAE trains `norm` on layer-k tokens; the export resets it to its
+  initial value (MAE fine-tuning's fresh fc_norm), D-MAE keeps its own."""
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: x, d2_vars.params)
+  enc = dict(params["encoder"])
+  enc["norm"] = {"scale": jnp.asarray(rng.uniform(0.5, 2.0, 16), jnp.float32),
+                 "bias": jnp.asarray(rng.normal(size=16), jnp.float32)}
+  params["encoder"] = enc
+  images = _batch()["image"]
+  module = models.build(_STUDENT)
+
+  d2 = get_method("dmae").encoder(_config(teacher_path)).variables(params, {})["params"]
+  np.testing.assert_array_equal(d2["norm"]["scale"], np.ones(16))
+  np.testing.assert_array_equal(d2["norm"]["bias"], np.zeros(16))
+  for name in ("patch_embed", "block0", "block1", "cls_token"):
+    chex.assert_trees_all_equal(d2[name], enc[name])
+  # The exported tokens are the last block's output standardised per token.
+  out = module.apply({"params": d2}, images, return_hidden=True)
+  last = np.asarray(out["hidden"][-1], np.float64)
+  want = (last - last.mean(-1, keepdims=True)) / np.sqrt(last.var(-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(out["tokens"], want, atol=1e-4)
+
+  d1 = get_method("dmae").encoder(_config(teacher_path, variant="dmae_cpu")).variables(
+      params, {})["params"]
+  chex.assert_trees_all_equal(d1["norm"], enc["norm"])

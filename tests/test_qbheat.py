@@ -108,7 +108,8 @@ def test_full_map_prediction_is_eq5_per_quarter():
   mats_np = {s: {n: rng.normal(size=(d, d)) * 0.3 for n in ("A1", "B1")}
              for s in qbheat.SCALE_STEPS}
   mats = {s: qbheat.direction_matrices({k: jnp.asarray(v, jnp.float32) for k, v in m.items()}, 2,
-                                       qbheat.SCALE_STEPS[s]) for s, m in mats_np.items()}
+                                       qbheat.SCALE_STEPS[s], identity=False)
+          for s, m in mats_np.items()}
   z = rng.normal(size=(5, 4, 4, d)).astype(np.float32)
   full = np.asarray(qbheat.predict_full_map(jnp.asarray(z), mats, ALL_LAYOUTS))
   apply = lambda m, v: v @ m.T

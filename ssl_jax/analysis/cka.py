@@ -10,6 +10,7 @@ k+1 (002 Fig. 2), and the final LayerNorm for the last block.
 """
 import json
 import os
+import warnings
 from typing import Dict, Iterable, List, Sequence
 
 import jax
@@ -18,34 +19,86 @@ import numpy as np
 
 
 def gram(x) -> np.ndarray:
-  """x [n, ...] -> linear-kernel Gram matrix [n, n] in float64."""
+  """x [n, ...] -> linear-kernel Gram matrix [n, n] in float64 of the
+  batch-centred features.
+
+  Centring changes no HSIC (U-centring below removes any K + u1' + 1v'), but
+  it removes the cancellation that a large shared offset (e.g. LayerNorm
+  biases on every token) causes: with an offset of 1e5 the uncentred
+  expanded formula returned a self-HSIC of -1.3e7 for a true value of 28.
+  """
   x = np.asarray(x, np.float64).reshape(len(x), -1)
+  x = x - x.mean(0, keepdims=True)
   return x @ x.T
+
+
+# A U-centred Gram whose norm is below this fraction of the Gram's norm is
+# round-off: the representation does not vary across the batch.
+DEGENERATE_RTOL = 1e-9
+
+
+def u_centre(k: np.ndarray) -> np.ndarray:
+  """U-centring (Szekely & Rizzo 2014, Def. 1): zero diagonal and
+  K~_ij - row_i / (n-2) - col_j / (n-2) + sum / ((n-1)(n-2)) off it.
+
+  HSIC_1(K, L) = <U(K), U(L)> / (n(n-3)) (their Prop. 1), so the unbiased
+  self-HSIC is a sum of squares: never negative. U(K) at round-off level is
+  set to exactly zero (a batch over which the representation is constant).
+  """
+  n = k.shape[0]
+  k = np.array(k, np.float64)
+  np.fill_diagonal(k, 0.0)
+  row = k.sum(1, keepdims=True)
+  col = k.sum(0, keepdims=True)
+  u = k - row / (n - 2) - col / (n - 2) + k.sum() / ((n - 1) * (n - 2))
+  np.fill_diagonal(u, 0.0)
+  if np.linalg.norm(u) <= DEGENERATE_RTOL * np.linalg.norm(k):
+    u[:] = 0.0
+  return u
 
 
 def hsic_unbiased(k: np.ndarray, l: np.ndarray) -> float:
   """Unbiased HSIC_1 of Song et al. (2012) (Nguyen et al. 2021, Eq. 3).
 
   HSIC_1 = [tr(K~L~) + 1'K~1 1'L~1 / ((n-1)(n-2)) - 2/(n-2) 1'K~L~1] / (n(n-3)),
-  K~, L~ the Gram matrices with zeroed diagonals. Needs n >= 4.
+  K~, L~ the Gram matrices with zeroed diagonals, computed as the inner
+  product of the U-centred matrices (equal in exact arithmetic; see
+  `u_centre`). Needs n >= 4.
   """
   n = k.shape[0]
   if n < 4:
     raise ValueError(f"unbiased HSIC needs a minibatch of at least 4 examples, got {n}.")
-  k = np.array(k, np.float64)
-  l = np.array(l, np.float64)
-  np.fill_diagonal(k, 0.0)
-  np.fill_diagonal(l, 0.0)
-  k1, l1 = k.sum(0), l.sum(0)                     # K~1, L~1 (symmetric)
-  trace = float(np.sum(k * l))                     # tr(K~ L~) for symmetric matrices
-  out = trace + k1.sum() * l1.sum() / ((n - 1) * (n - 2)) - 2.0 / (n - 2) * float(k1 @ l1)
-  return out / (n * (n - 3))
+  uk = u_centre(k)
+  ul = uk if l is k else u_centre(l)
+  return float(np.sum(uk * ul)) / (n * (n - 3))
+
+
+def _normalise(cross, self_a, self_b) -> np.ndarray:
+  """cross / sqrt(self_a self_b); NaN, with a warning, where a self-HSIC is
+  not positive (a representation constant over the batch), never the huge
+  ratio that dividing by ~0 gives."""
+  cross = np.asarray(cross, np.float64)
+  self_a = np.asarray(self_a, np.float64).reshape(-1, 1)
+  self_b = np.asarray(self_b, np.float64).reshape(1, -1)
+  ok = (self_a > 0) & (self_b > 0)
+  if not ok.all():
+    bad_a = np.flatnonzero(self_a[:, 0] <= 0).tolist()
+    bad_b = np.flatnonzero(self_b[0] <= 0).tolist()
+    warnings.warn(
+        f"CKA undefined: the unbiased self-HSIC is not positive for layers {bad_a} of A "
+        f"and {bad_b} of B (a representation that does not vary over the batch); those "
+        "entries are NaN. Use more examples per batch or check the features.",
+        RuntimeWarning, stacklevel=3)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    out = cross / np.sqrt(np.where(ok, self_a * self_b, 1.0))
+  return np.where(ok, out, np.nan)
 
 
 def cka(x, y) -> float:
-  """Single-batch linear CKA of two representations of the same n examples."""
+  """Single-batch linear CKA of two representations of the same n examples;
+  NaN (with a warning) when either does not vary over the batch."""
   k, l = gram(x), gram(y)
-  return hsic_unbiased(k, l) / np.sqrt(hsic_unbiased(k, k) * hsic_unbiased(l, l))
+  return float(_normalise(hsic_unbiased(k, l), hsic_unbiased(k, k), hsic_unbiased(l, l))[0, 0])
 
 
 class MinibatchCKA:
@@ -79,8 +132,7 @@ class MinibatchCKA:
   def result(self) -> np.ndarray:
     if not self.batches:
       raise ValueError("MinibatchCKA.result() before any update().")
-    denom = np.sqrt(np.maximum(self.self_a[:, None] * self.self_b[None, :], 1e-300))
-    return self.cross / denom
+    return _normalise(self.cross, self.self_a, self.self_b)
 
 
 def layer_representations(out) -> List[np.ndarray]:

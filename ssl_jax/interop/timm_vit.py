@@ -240,11 +240,21 @@ def load_checkpoint(path: str, num_heads: Optional[int] = None, key: Optional[st
   return from_timm(torch_pickle.state_dict(torch_pickle.load(path), key), num_heads)
 
 
+def _as_encoder(model_cfg, variables, extras, source: str, dtype: str) -> export_lib.Encoder:
+  return export_lib.Encoder(models.build(model_cfg, dtype), variables, model_cfg,
+                            {"source": os.path.abspath(source), "unused_keys": sorted(extras)})
+
+
 def encoder_from_checkpoint(path: str, num_heads: Optional[int] = None, key: Optional[str] = None,
                             dtype: str = "float32") -> export_lib.Encoder:
-  model_cfg, variables, extras = load_checkpoint(path, num_heads, key)
-  return export_lib.Encoder(models.build(model_cfg, dtype), variables, model_cfg,
-                            {"source": os.path.abspath(path), "unused_keys": sorted(extras)})
+  return _as_encoder(*load_checkpoint(path, num_heads, key), path, dtype)
+
+
+def encoder_from_state_dict(sd: Dict[str, np.ndarray], source: str,
+                            num_heads: Optional[int] = None,
+                            dtype: str = "float32") -> export_lib.Encoder:
+  """A state dict already read from `source` (ssl_jax.interop.load_encoder)."""
+  return _as_encoder(*from_timm(sd, num_heads), source, dtype)
 
 
 def _trained_image_size(info) -> Optional[int]:

@@ -32,7 +32,7 @@ from ssl_jax.methods import METHODS
 from ssl_jax.methods.base import (EncoderSpec, Method, MethodVars, encoder_params,
                                   fixed_view, scalar_metrics)
 from ssl_jax.models import cr2pq_heads, layers
-from ssl_jax.ops import ema, masking, patches, posemb
+from ssl_jax.ops import ema, masking, patches, posemb, rope
 from ssl_jax.registry import Registry, check_choice
 
 
@@ -68,20 +68,31 @@ def relative_coordinates(box_a, box_b, grid_a, grid_b, anchor: str = "centre"):
   Returns [rows_b, cols_b, 2] (row, col) in units of one patch of A, origin at
   A's top-left patch: equal boxes and grids give exactly A's integer grid.
 
-  anchor "centre" places B's patch centres among A's patch centres; "corner"
-  is Eq. 4 / Listing 1 literally (B's top-left patch corners among A's), which
-  differs by (scale - 1) / 2 patches and does not follow flips.
+  Each patch stands for one point of the original image: its centre
+  (anchor "centre") or its top-left corner in the original image ("corner",
+  Eq. 4 / Listing 1 literally; differs by (scale - 1) / 2 patches). A patch of
+  a flipped view covers the mirrored pixels, so with "corner" its point is
+  the patch's *right* edge in view coordinates (fraction 1 - 0 of the signed
+  step); view A's integer grid is anchored the same way. A flipped crop's
+  coordinates are then the mirrored unflipped ones for both anchors.
   """
   check_choice("CR2PQ coordinate anchor", anchor, COORD_ANCHORS)
   (ga_h, ga_w), (gb_h, gb_w) = _pair(grid_a), _pair(grid_b)
-  half = 0.5 if anchor == "centre" else 0.0
+  frac = 0.5 if anchor == "centre" else 0.0
+
+  def offset(size):
+    # Where the patch's point lies along its signed extent: `frac` of it, or
+    # 1 - frac when the view reads this axis backwards (flip).
+    return jnp.where(size < 0, 1.0 - frac, frac)
 
   def axis(start_a, size_a, k_a, start_b, size_b, k_b):
-    # Eq. 4: bias K_A (p_B - p_A) / p_A,size and step p_B,size K_A / (K_B p_A,size).
+    # Eq. 4: bias K_A (p_B - p_A) / p_A,size and step p_B,size K_A / (K_B p_A,size);
+    # the point of B's patch j, start_b + (j + o_b) size_b / k_b, in A's grid
+    # whose patch i has its point at start_a + (i + o_a) size_a / k_a.
     bias = (start_b - start_a) * k_a / size_a
     scale = (size_b * k_a) / (size_a * k_b)     # exactly 1 for equal boxes and grids
     idx = jnp.arange(k_b, dtype=jnp.float32)
-    return bias + (idx + half) * scale - half
+    return bias + (idx + offset(size_b)) * scale - offset(size_a)
 
   rows = axis(box_a[0], box_a[2], ga_h, box_b[0], box_b[2], gb_h)
   cols = axis(box_a[1], box_a[3], ga_w, box_b[1], box_b[3], gb_w)
@@ -104,9 +115,17 @@ def pos_encoding(config) -> PosEncoding:
                                     POS_ENCODINGS)]
 
 
+def rope_freqs(config) -> str:
+  """RoPE frequency spacing (ops/rope.py): "axial" (default) or "cr2pq" (Sec. 3.2)."""
+  return check_choice("cr2pq.rope_freqs", config.cr2pq.get("rope_freqs", "axial"),
+                      rope.FREQUENCIES)
+
+
 def encoder_model(config):
   m = dict(config.model)
   m["posemb"] = pos_encoding(config).encoder_posemb
+  if m["posemb"] == "rope":
+    m["rope_freqs"] = rope_freqs(config)
   return m
 
 
@@ -123,7 +142,7 @@ def build_predictor(config, enc, target_dim):
   return cr2pq_heads.PositionalQueryPredictor(
       num_heads=d.get("num_heads") or enc.num_heads, target_dim=target_dim,
       depth=d.depth, mlp_ratio=d.mlp_ratio, query_pos=pos_encoding(config).query_pos,
-      dtype=models.DTYPES[_dtype(config)])
+      rope_freqs=rope_freqs(config), dtype=models.DTYPES[_dtype(config)])
 
 
 def build_projector(config, target_dim):

@@ -12,6 +12,7 @@ from a frozen, larger MAE-pre-trained ViT (../shared/papers/002 Sec. 5, Fig. 8).
 
 Reference: github.com/wangsr126/mae-lite (projects/mae_lite/mae_lite_distill*_exp.py).
 """
+import functools
 from typing import NamedTuple, Tuple
 
 import flax.linen as nn
@@ -222,11 +223,34 @@ def loss(params, state, constants, batch, rng, step, config):
   return total, (metrics, state)
 
 
+def export_variables(params, state, config):
+  """The student's variables for export / evaluation.
+
+  D²-MAE (decoder at layer k < depth) trains the encoder's final LayerNorm
+  `norm` on layer-k tokens only (`_decoder_input`), yet the exported ViT
+  applies it to its last layer. The reference never uses that norm
+  downstream: MAE's fine-tuning (mae-lite reuses it) deletes `norm` and
+  pools into a freshly initialised `fc_norm`. So the export resets `norm` to
+  its initial value (scale 1, bias 0): probes see standardised last-layer
+  tokens and fine-tuning trains the norm from scratch, as MAE's fc_norm.
+  D-MAE (k = depth) keeps its norm, trained on the layer it is applied to.
+  """
+  variables = encoder_params(params, state)
+  enc = mae.build_modules(config)[0]
+  k = config.dmae.get("decoder_layer")
+  if k is None or int(k) == enc.depth:
+    return variables
+  p = dict(variables["params"])
+  p["norm"] = {"scale": jnp.ones_like(p["norm"]["scale"]),
+               "bias": jnp.zeros_like(p["norm"]["bias"])}
+  return {**variables, "params": p}
+
+
 def encoder(config):
   # Only the student ViT is exported: the mappings M, N and D²-MAE's extra
   # attention block exist for pre-training alone.
   return EncoderSpec(model=mae.encoder_model(config),
-                     variables=encoder_params)
+                     variables=functools.partial(export_variables, config=config))
 
 
 

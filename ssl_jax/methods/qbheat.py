@@ -43,15 +43,20 @@ def explicit_names(num_explicit: int):
   return names
 
 
-def direction_matrices(models_: Dict[str, Any], num_explicit: int, step: float, xp=jnp):
+def direction_matrices(models_: Dict[str, Any], num_explicit: int, step: float, xp=jnp,
+                       identity: bool = True):
   """[9, D, D] prediction matrices M_d, z(p + d * step) = M_d z(p), in
   quarter_blocks.DIRECTIONS order. Works on numpy (xp=np) for tests.
+  `identity=False` returns the perturbations M_d - I, built without the
+  identity (what the model applies: `predict_full_map`).
 
   Implicit models (App. A): A2 = -A1, B2 = -B1 (Eq. 9) with 2 explicit;
   diagonals with 2 or 4 explicit average both orders of a horizontal and a
   vertical step (Eq. 10-12): I + dx A + dy B + dx dy (AB + BA) / 2.
   """
   eye = xp.eye(models_["A1"].shape[0], dtype=models_["A1"].dtype)
+  if not identity:
+    eye = xp.zeros_like(eye)
   a = {1: models_["A1"], -1: models_["A2"] if num_explicit >= 4 else -models_["A1"]}
   b = {1: models_["B1"], -1: models_["B2"] if num_explicit >= 4 else -models_["B1"]}
   dx = dy = step
@@ -73,27 +78,39 @@ def direction_matrices(models_: Dict[str, Any], num_explicit: int, step: float, 
   return xp.stack(mats)
 
 
+LINEAR_INIT_STD = 0.02     # N(0, 0.02^2) init of A, B (not stated in 000)
+
+
 class LinearModels(nn.Module):
-  """The explicit C x C models of one translation scale (Fig. 3: 1x1 convs)."""
+  """The explicit C x C models of one translation scale (Fig. 3: 1x1 convs).
+  Returns the [9, D, D] perturbations M_d - I (float32 params)."""
   dim: int
   num_explicit: int = 2
   step: float = 0.5
 
   @nn.compact
   def __call__(self):
-    init = nn.initializers.normal(0.02)
+    init = nn.initializers.normal(LINEAR_INIT_STD)
     ms = {n: self.param(n, init, (self.dim, self.dim)) for n in explicit_names(self.num_explicit)}
-    return direction_matrices(ms, self.num_explicit, self.step)
+    return direction_matrices(ms, self.num_explicit, self.step, identity=False)
 
 
-def predict_full_map(z, mats, layout: quarter_blocks.Layout):
+def predict_full_map(z, deltas, layout: quarter_blocks.Layout):
   """Linear prediction of the masked quarters (Eq. 5, Fig. 3).
 
-  z [B, h, w, D]: projected features of the visible quarter; mats: scale
-  name -> [9, D, D] (`direction_matrices`). Each sample uses the models of
-  its scale (corner: 1/2, centre: 1/4). Returns the full map [B, 2h, 2w, D].
+  z [B, h, w, D]: projected features of the visible quarter; deltas: scale
+  name -> [9, D, D] perturbations M_d - I (`direction_matrices(...,
+  identity=False)`). Each sample uses the models of its scale (corner: 1/2,
+  centre: 1/4). Returns the full map [B, 2h, 2w, D] in float32.
+
+  Computed as z + dx (A z) in float32: dx A is ~1e-2 of I, so forming
+  I + dx A, or the product, in bf16 (8-bit mantissa) rounds most of the
+  translation away; the split form also survives reduced-precision f32
+  matmuls (TPU default), whose error then scales with dx A z, not with z.
   """
-  preds = {s: jnp.einsum("bhwc,kdc->bkhwd", z, m.astype(z.dtype)) for s, m in mats.items()}
+  z = z.astype(jnp.float32)
+  preds = {s: z[:, None] + jnp.einsum("bhwc,kdc->bkhwd", z, m.astype(jnp.float32))
+           for s, m in deltas.items()}
   if len(preds) == 2:
     per_dir = jnp.where(layout.centre[:, None, None, None, None], preds["centre"], preds["corner"])
   else:
@@ -118,6 +135,8 @@ class QBHeatHead(nn.Module):
                  name="proj")(feature_map)
     mats = {s: LinearModels(self.dim, self.num_explicit, SCALE_STEPS[s], name=f"linear_{s}")()
             for s in self.scales}
+    # float32 full map; the decoder's residual stream stays float32 (its
+    # layers compute in self.dtype), so the translation is not rounded away.
     full = predict_full_map(z, mats, layout)                          # [B, 2h, 2w, D]
     b, gh, gw, d = full.shape
     pe = posemb.sincos_2d(jnp.asarray(posemb.grid_coords(gh, gw)), d)

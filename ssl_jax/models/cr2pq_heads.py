@@ -32,6 +32,7 @@ class PositionalQueryPredictor(nn.Module):
   depth: int = 2
   mlp_ratio: float = 4.0
   query_pos: str = "rope"
+  rope_freqs: str = "axial"     # ops/rope.py FREQUENCIES
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -50,14 +51,15 @@ class PositionalQueryPredictor(nn.Module):
           query_coords.astype(self.dtype))
     rope = self.query_pos == "rope"
     # Eq. 8: R_rela(rp_B) (h_mask W_Q) against R_rot(rp_A) (h_A W_K).
-    x, _ = layers.Attention(self.num_heads, dtype=self.dtype, name="cross_attn")(
+    x, _ = layers.Attention(self.num_heads, dtype=self.dtype, rope_freqs=self.rope_freqs,
+                            name="cross_attn")(
         x, context.astype(self.dtype),
         q_coords=query_coords if rope else None,
         k_coords=context_coords if rope else None)
     # Decoder g; its self-attention keeps the queries' own (relative) positions.
     for i in range(self.depth):
       x, _, _ = layers.Block(self.num_heads, self.mlp_ratio, dtype=self.dtype,
-                             name=f"block{i}")(
+                             rope_freqs=self.rope_freqs, name=f"block{i}")(
                                  x, train=train, coords=query_coords if rope else None)
     x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
     return nn.Dense(self.target_dim, dtype=self.dtype, kernel_init=layers.dense_init,

@@ -47,11 +47,13 @@ class Attention(nn.Module):
 
   Returns (output, attention probabilities [B, H, Nq, Nk] or None). The
   probabilities feed attention distillation (D-MAE) and the analyses.
-  `q_coords` / `k_coords` ([B, N, 2]) switch on 2D RoPE (CR2PQ).
+  `q_coords` / `k_coords` ([B, N, 2]) switch on 2D RoPE (CR2PQ) with
+  `rope_freqs` frequencies (ops/rope.py FREQUENCIES).
   """
   num_heads: int
   dtype: Dtype = jnp.float32
   qkv_bias: bool = True
+  rope_freqs: str = "axial"
 
   @nn.compact
   def __call__(self, x, kv=None, *, q_coords=None, k_coords=None,
@@ -67,8 +69,8 @@ class Attention(nn.Module):
     q = dense("query")(x).transpose(0, 2, 1, 3)             # [B, H, Nq, Dh]
     k = dense("key")(kv).transpose(0, 2, 1, 3)
     v = dense("value")(kv).transpose(0, 2, 1, 3)
-    q = _rope_trailing(q, q_coords)
-    k = _rope_trailing(k, k_coords)
+    q = _rope_trailing(q, q_coords, self.rope_freqs)
+    k = _rope_trailing(k, k_coords, self.rope_freqs)
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
     if mask is not None:
       logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
@@ -80,15 +82,16 @@ class Attention(nn.Module):
     return out, (attn if return_attn else None)
 
 
-def _rope_trailing(x, coords):
+def _rope_trailing(x, coords, frequencies: str = "axial"):
   """Rotates the last coords.shape[1] tokens; leading CLS/extra tokens carry
   no position and stay unrotated."""
   if coords is None:
     return x
   n = coords.shape[1]
   if n == x.shape[2]:
-    return rope.apply_rope_2d(x, coords)
-  return jnp.concatenate([x[:, :, :-n], rope.apply_rope_2d(x[:, :, -n:], coords)], 2)
+    return rope.apply_rope_2d(x, coords, frequencies=frequencies)
+  return jnp.concatenate(
+      [x[:, :, :-n], rope.apply_rope_2d(x[:, :, -n:], coords, frequencies=frequencies)], 2)
 
 
 class Block(nn.Module):
@@ -102,13 +105,15 @@ class Block(nn.Module):
   mlp_ratio: float = 4.0
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
+  rope_freqs: str = "axial"
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, coords=None, mask=None,
                return_attn: bool = False):
     ln = lambda n: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=n)
     h = ln("norm1")(x)
-    y, attn = Attention(self.num_heads, dtype=self.dtype, name="attn")(
+    y, attn = Attention(self.num_heads, dtype=self.dtype, rope_freqs=self.rope_freqs,
+                        name="attn")(
         h, q_coords=coords, k_coords=coords, mask=mask, return_attn=return_attn)
     x = x + DropPath(self.drop_path)(y, train)
     y = Mlp(int(x.shape[-1] * self.mlp_ratio), dtype=self.dtype, name="mlp")(

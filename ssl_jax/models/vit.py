@@ -45,6 +45,7 @@ class ViT(nn.Module):
   patch_size: int = 16
   drop_path: float = 0.0
   posemb: str = "sincos2d"
+  rope_freqs: str = "axial"     # posemb "rope": ops/rope.py FREQUENCIES
   dtype: Any = jnp.float32
 
   def setup_check(self):
@@ -91,7 +92,7 @@ class ViT(nn.Module):
       x, attn, n = layers.Block(
           self.num_heads, self.mlp_ratio,
           drop_path=self.drop_path * i / max(self.depth - 1, 1),
-          dtype=self.dtype, name=f"block{i}")(
+          dtype=self.dtype, rope_freqs=self.rope_freqs, name=f"block{i}")(
               x, train=train, coords=rope_coords, return_attn=return_attn)
       if return_hidden:
         hidden.append(x)

@@ -8,16 +8,30 @@ exactly; with integer grid coordinates this is the usual discrete 2D RoPE.
 import jax.numpy as jnp
 
 
-def rope_frequencies(head_dim: int, base: float = 10000.0) -> jnp.ndarray:
-  """Per-pair frequencies for one axis: base^(-t / (head_dim/2)), t = 0,2,...
+# How the D/4 per-axis frequencies are spaced (`rope_frequencies`).
+FREQUENCIES = ("axial", "cr2pq")
 
-  Each axis owns head_dim/2 channels, i.e. head_dim/4 rotation pairs (Eq. 6).
+
+def rope_frequencies(head_dim: int, base: float = 10000.0, kind: str = "axial") -> jnp.ndarray:
+  """Per-pair frequencies for one axis; each axis owns head_dim/4 rotation pairs.
+
+  "axial": base^(-2i / (head_dim/2)), i = 0..head_dim/4-1, i.e. 1D RoPE over
+  each axis's head_dim/2 channels (RoFormer's spacing per axis; EVA-02,
+  RoPE-Mixed "axial"), reaching down to ~1/base.
+  "cr2pq": 004 Sec. 3.2, theta_t = base^(-t / (D_head/2)), t = 0..D_head/4-1:
+  the same count at half the log-spacing, reaching only ~1/sqrt(base).
+  (The paper interleaves row / column pairs, Eq. 5; which channels carry
+  which axis is a fixed permutation the learned W_Q, W_K absorb, so only the
+  frequencies are an option.)
   """
   if head_dim % 4:
     raise ValueError(f"2D RoPE needs head_dim divisible by 4, got {head_dim}.")
+  if kind not in FREQUENCIES:
+    raise ValueError(f"Unknown RoPE frequencies {kind!r}. Valid: {', '.join(FREQUENCIES)}.")
   half = head_dim // 2
-  t = jnp.arange(0, half, 2, dtype=jnp.float32)
-  return base ** (-t / half)
+  pairs = jnp.arange(head_dim // 4, dtype=jnp.float32)
+  step = 2.0 if kind == "axial" else 1.0
+  return base ** (-step * pairs / half)
 
 
 def _rotate(x: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
@@ -30,14 +44,15 @@ def _rotate(x: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
 
 
 def apply_rope_2d(x: jnp.ndarray, coords: jnp.ndarray,
-                  base: float = 10000.0) -> jnp.ndarray:
+                  base: float = 10000.0, frequencies: str = "axial") -> jnp.ndarray:
   """Rotates x [B, H, N, D] by 2D coordinates coords [B, N, 2] (row, col).
 
   Tokens without a position (CLS, registers) are given NaN-free zeros by the
-  caller; a zero coordinate is the identity rotation.
+  caller; a zero coordinate is the identity rotation. `frequencies`: see
+  `rope_frequencies`.
   """
   head_dim = x.shape[-1]
-  freqs = rope_frequencies(head_dim, base)                 # [D/4]
+  freqs = rope_frequencies(head_dim, base, frequencies)    # [D/4]
   coords = coords.astype(jnp.float32)
   ang_r = coords[..., 0:1] * freqs                         # [B, N, D/4]
   ang_c = coords[..., 1:2] * freqs
