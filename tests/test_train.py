@@ -134,14 +134,31 @@ def test_non_finite_step_stops_run_and_keeps_last_good_checkpoint(poison, tmp_pa
   assert int(restored["state"]["bad_step"]) == -1
 
 
-def test_export_rebuilds_encoder_and_writes_timm_safetensors(uninterrupted):
+def test_export_holds_the_trained_parameters_and_timm_file_reproduces_them(uninterrupted):
+  """The export's variables are the final checkpoint's `params["encoder"]`,
+  leaf for leaf, and the timm safetensors file read back gives the features of
+  those trained parameters. Breaks tried: exporting the step-0 parameters
+  (`mvars.params`) or the parameters one step behind: both fail the leaf
+  comparison; a timm writer that transposes qkv wrongly fails the features."""
   import os  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from ssl_jax import export, interop  # pylint: disable=g-import-not-at-top
   from ssl_jax.interop import timm_vit  # pylint: disable=g-import-not-at-top
+  ck = checkpoint.Checkpointer(uninterrupted)
+  assert ck.latest_step() == 6
+  trained = ck.manager.restore(6, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))["state"]["params"]["encoder"]
+  ck.close()
   ours = export.load(os.path.join(uninterrupted, "export"))
-  timm_file = os.path.join(uninterrupted, "export", timm_vit.SAFETENSORS_NAME)
-  theirs = interop.load_encoder(timm_file)
+  want = dict(jax.tree_util.tree_leaves_with_path(trained))
+  got = jax.tree_util.tree_leaves_with_path(ours.variables["params"])
+  assert len(got) == len(want)
+  for path, x in got:
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(want[path]),
+                                  err_msg=jax.tree_util.keystr(path))
+  theirs = interop.load_encoder(os.path.join(uninterrupted, "export", timm_vit.SAFETENSORS_NAME))
   images = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
-  a = ours.module.apply(ours.variables, images)["patch"]
-  b = theirs.module.apply(theirs.variables, images)["patch"]
-  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  a = ours.module.apply({"params": trained}, images)
+  b = theirs.module.apply(theirs.variables, images)
+  for k in ("cls", "patch"):
+    np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-5, atol=1e-5)
