@@ -11,7 +11,9 @@ from ssl_jax.registry import check_choice
 
 OPTIMIZERS = ("adamw", "sgd")
 
-NO_DECAY = re.compile(r"pos_embedding|cls_token|mask_token|proxy_token|placeholder")
+# Biases are matched by name too: the attention's per-head query / key / value
+# biases are 2-D ([heads, head_dim]) but are timm's 1-D qkv bias, never decayed.
+NO_DECAY = re.compile(r"pos_embedding|cls_token|mask_token|proxy_token|placeholder|(^|/)bias$")
 
 
 def decay_mask(params):

@@ -64,7 +64,8 @@ def test_weight_decay_mask_on_a_real_vit_and_in_the_adamw_step():
   position table or the CLS token (MAE's param_groups_lrd / timm's
   no_weight_decay). A zero-gradient AdamW step then multiplies exactly those
   by (1 - lr * wd). Breaks tried: `p.ndim > 0` (decays biases and norms) and
-  dropping the name regex (decays pos_embedding): both fail."""
+  dropping the name regex (decays pos_embedding): both fail. This test found
+  the per-head q/k/v biases ([heads, head_dim], ndim 2) being decayed."""
   module = models.build(dict(name="vit", variant="Ti", width=16, depth=1, num_heads=2,
                              patch_size=4, posemb="learn"))
   params = jax.eval_shape(module.init, jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 3)))["params"]
@@ -72,10 +73,10 @@ def test_weight_decay_mask_on_a_real_vit_and_in_the_adamw_step():
   mask = optim.decay_mask(params)
   flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(mask)}
   decayed = sorted(k for k, v in flat.items() if v)
-  assert decayed == sorted([
-      "['block0']['attn']['qkv']['kernel']", "['block0']['attn']['proj']['kernel']",
-      "['block0']['mlp']['fc1']['kernel']", "['block0']['mlp']['fc2']['kernel']",
-      "['patch_embed']['kernel']"]), decayed
+  assert decayed == sorted(
+      [f"['block0']['attn']['{n}']['kernel']" for n in ("query", "key", "value", "out")] +
+      ["['block0']['mlp']['fc1']['kernel']", "['block0']['mlp']['fc2']['kernel']",
+       "['patch_embed']['kernel']"]), decayed
   assert not flat["['pos_embedding']"] and not flat["['cls_token']"]
 
   c = _config(base_lr=0.1 * 256 / 512, weight_decay=0.05, warmup_steps=0)
