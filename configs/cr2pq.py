@@ -115,8 +115,15 @@ def get_config(arg: str = "vit_tiny"):
     c.cr2pq.decoder.depth = 1
     c.cr2pq.projector_hidden_dim = 512
     return config_defaults.cpu_job(c)
+  if arg == "tiny":     # the test suite's train-and-resume run (config_defaults.tiny_job)
+    # The EMA teacher, so that resume must restore it.
+    c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4, drop_path=0.0)
+    c.cr2pq.teacher = "ema"
+    c.cr2pq.decoder.depth = 1
+    c.cr2pq.projector_hidden_dim = 32
+    return config_defaults.tiny_job(c)
   if arg not in _IN1K:
-    raise ValueError(f"Unknown variant {arg!r}. Valid: vit_tiny, {', '.join(_IN1K)}.")
+    raise ValueError(f"Unknown variant {arg!r}. Valid: vit_tiny, tiny, {', '.join(_IN1K)}.")
   variant, blr = _IN1K[arg]
   c.model = dict(name="vit", variant=variant, patch_size=16, drop_path=0.1)
   config_defaults.imagenet_job(c)

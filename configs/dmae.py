@@ -57,6 +57,9 @@ _STUDENTS = {
     "vit_small": ("S", 12, (192, 1, 6)),
 }
 _D2_DECODER_LAYER = 8   # 002 Tab. 5: the decoder reads the 8th of 12 layers.
+# The `tiny` variant needs a frozen ViT teacher export (width 32, 1 block,
+# patch 4) at this field; tests/test_all_methods_train_resume.py provides it.
+TINY_TEACHER_FIELD = "dmae.teacher"
 
 
 def _dmae_fields(d2: bool):
@@ -104,7 +107,17 @@ def get_config(arg: str = "d2mae_cpu"):
     _cpu_schedule(c)
     return c
 
-  valid = ["teacher_cpu", "dmae_cpu", "d2mae_cpu"] + [
+  if arg == "tiny":     # the test suite's train-and-resume run (config_defaults.tiny_job)
+    # D²-MAE (decoder at layer 1 of 2, extra attention block); the teacher
+    # export goes in TINY_TEACHER_FIELD (the test writes a random 1-block ViT).
+    c.method = "dmae"
+    c.dmae = _dmae_fields(d2=True)
+    c.dmae.decoder_layer = 1
+    c.mae = _mae_fields((32, 1, 2))
+    c.model = dict(name="vit", variant="Ti", width=32, depth=2, num_heads=2, patch_size=4,
+                   drop_path=0.0)
+    return config_defaults.tiny_job(c)
+  valid = ["teacher_cpu", "dmae_cpu", "d2mae_cpu", "tiny"] + [
       f"{m}_{s}_in1k" for m in ("dmae", "d2mae") for s in _STUDENTS]
   method, _, rest = arg.partition("_")
   if method not in ("dmae", "d2mae") or arg not in valid:

@@ -47,8 +47,12 @@ def get_config(arg: str = "vit_tiny"):
     c.mae.norm_pix_loss = False
     c.eval.feature = "mean"
     return config_defaults.cpu_job(c)
+  if arg == "tiny":     # the test suite's train-and-resume run (config_defaults.tiny_job)
+    c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4, drop_path=0.0)
+    c.mae.decoder = dict(width=32, depth=1, num_heads=2)
+    return config_defaults.tiny_job(c)
   if arg not in _IN1K:
-    raise ValueError(f"Unknown variant {arg!r}. Valid: vit_tiny, {', '.join(_IN1K)}.")
+    raise ValueError(f"Unknown variant {arg!r}. Valid: vit_tiny, tiny, {', '.join(_IN1K)}.")
   variant, heads, (dw, dd, dh) = _IN1K[arg]
   c.model = dict(name="vit", variant=variant, num_heads=heads, patch_size=16, drop_path=0.0)
   c.mae.decoder = dict(width=dw, depth=dd, num_heads=dh)

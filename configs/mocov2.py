@@ -72,8 +72,16 @@ def get_config(arg: str = "mf_tiny"):
     c.eval.feature = "cls" if c.model["name"] == "mobile_former" else "mean"
     c.mocov2.queue_size = 4096
     return config_defaults.cpu_job(c, base_lr=0.06, warmup_epochs=0.0)
+  if arg == "tiny":     # the test suite's train-and-resume run (config_defaults.tiny_job)
+    # Two ResNet stages; 2 BN groups of 4 run grouped shuffling BN; a queue of
+    # 4 batches wraps around within the 4 steps.
+    c.model = dict(name="resnet", variant="tiny", num_stages=2)
+    c.eval.feature = "mean"
+    c.mocov2.update(dim=16, queue_size=32, bn_groups=2, momentum=0.9)
+    return config_defaults.tiny_job(c)
   if arg not in _IN1K:
-    raise ValueError(f"Unknown variant {arg!r}. Valid: {', '.join(list(_CPU) + list(_IN1K))}.")
+    raise ValueError(f"Unknown variant {arg!r}. Valid: tiny, "
+                     f"{', '.join(list(_CPU) + list(_IN1K))}.")
   c.model = dict(_IN1K[arg])
   c.eval.feature = "cls" if c.model["name"] == "mobile_former" else "mean"
   config_defaults.imagenet_job(c)

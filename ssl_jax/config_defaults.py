@@ -78,6 +78,30 @@ def cpu_job(c, epochs: float = 1.0, base_lr: float = 1.5e-3, warmup_epochs: floa
   return c
 
 
+def tiny_job(c):
+  """The `tiny` variant every configs/<method>.py provides: the suite's
+  train-and-resume run of each registered method (tests/test_all_methods_train_resume.py).
+
+  16-px images, batch 8, 4 steps of 2 per epoch (so a resume crosses an epoch
+  boundary), a checkpoint every 2 steps, no evaluation. The config shrinks
+  its own model (width 32, 1 block) and method heads.
+  """
+  c.data.image_size = 16
+  c.data.max_train_examples = 16
+  c.data.shuffle_buffer = 16
+  c.data.prefetch = 1
+  c.batch_size = 8
+  c.total_steps = 4
+  c.optim.warmup_steps = 1
+  c.optim.base_lr = 1e-3 * 256 / 8     # peak lr 1e-3 at batch 8
+  c.log_every = 1
+  c.checkpoint_every = 2
+  c.keep_checkpoints = 2
+  c.eval.protocols = ()
+  c.compute_dtype = "float32"
+  return c
+
+
 def imagenet_job(c, image_size: int = 224):
   """ImageNet-1K from disk (README), bf16 compute, pod-scale cadence."""
   c.data.name = "imagenet2012"

@@ -23,6 +23,9 @@ OPTIMIZERS = ("adamw", "sgd")
 
 NO_DECAY = re.compile(
     r"pos_embedding|cls_token|mask_token|proxy_token|placeholder|(^|/)tokens$")
+# Biases are matched by name too: the attention's per-head query / key / value
+# biases are 2-D ([heads, head_dim]) but are timm's 1-D qkv bias.
+BIAS = re.compile(r"(^|/)bias$")
 
 
 def decay_mask(params, config=None):
@@ -35,7 +38,7 @@ def decay_mask(params, config=None):
     name = sharding.path_str(path)
     if NO_DECAY.search(name) or any(r.search(name) for r in extra):
       return False
-    return decay_1d or p.ndim > 1
+    return decay_1d or (p.ndim > 1 and not BIAS.search(name))
   return jax.tree_util.tree_map_with_path(decays, params)
 
 

@@ -96,3 +96,48 @@ def test_jitted_step_queue_and_momentum_update():
   # Only the query encoder is exported.
   variables = mocov2.encoder(config).variables(mvars.params, new_state)
   assert set(variables) == {"params", "batch_stats"} and "head" not in variables["params"]
+
+
+def _non_involution_rng(n):
+  """A key whose permutation of n is not its own inverse (the loss draws the
+  shuffle with `jax.random.permutation(rng, n)`)."""
+  for seed in range(100):
+    rng = jax.random.PRNGKey(seed)
+    perm = np.asarray(jax.random.permutation(rng, n))
+    if not np.array_equal(perm[perm], np.arange(n)):
+      return rng, perm
+  raise AssertionError("no non-involutive permutation found")
+
+
+@pytest.mark.parametrize("bn_groups", [1, 2])
+def test_shuffle_bn_keys_are_unshuffled_with_the_inverse_permutation(bn_groups):
+  """Keys enqueued by the loss equal the key encoder run on the shuffled
+  batch and put back with the inverse permutation, for a permutation that is
+  not an involution (so `k[perm]` instead of the inverse fails), with global
+  BN and with MoCo's per-group shuffling BN (2 groups of 4). Breaks tried:
+  `k[perm]` (applying the shuffle again), no un-shuffle, and shuffling view_a
+  instead of view_b: each fails. With groups the shuffle must matter: the
+  keys differ from those of the unshuffled batch."""
+  config = _config(bn_groups=bn_groups, queue_size=8)
+  config.batch_size = 8
+  a, b = jax.random.split(jax.random.PRNGKey(5))
+  batch = {"view_a": jax.random.normal(a, (8, 16, 16, 3)),
+           "view_b": jax.random.normal(b, (8, 16, 16, 3))}
+  mvars = jax.jit(lambda r, x: mocov2.init(r, x, config))(jax.random.PRNGKey(1), batch)
+  rng, perm = _non_involution_rng(8)
+
+  @jax.jit
+  def run(state):
+    _, (_, new_state) = mocov2.loss(mvars.params, state, {}, batch, rng, 0, config)
+    enc, head = mocov2.build_modules(config)
+    kv = state["key"]
+    embed = lambda x: mocov2._embed(enc, head, kv["params"], kv["batch_stats"], x, True)[0]  # pylint: disable=protected-access
+    return new_state["queue"], embed(batch["view_b"][perm]), embed(batch["view_b"])
+
+  queue, shuffled_keys, plain_keys = map(np.asarray, run(mvars.state))
+  want = shuffled_keys[np.argsort(perm)]       # key of example i = row j with perm[j] = i
+  np.testing.assert_allclose(queue, want, atol=1e-5)
+  if bn_groups > 1:
+    assert not np.allclose(queue, plain_keys, atol=1e-3)
+  else:
+    np.testing.assert_allclose(queue, plain_keys, atol=1e-5)

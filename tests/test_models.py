@@ -1,10 +1,13 @@
-"""Shapes and dtypes of the ViT and the MAE decoder."""
+"""The ViT and the MAE decoder: values against references built from their
+own blocks, shapes, dtypes and exact parameter counts."""
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from ssl_jax import models
+from ssl_jax.models import layers
 from ssl_jax.ops import masking
 
 
@@ -27,13 +30,81 @@ def test_vit_shapes_and_returns():
   assert out["cls"].dtype == jnp.float32
 
 
-def test_vit_visible_tokens_only():
-  m = _vit()
-  x = jax.random.normal(jax.random.PRNGKey(1), (2, 32, 32, 3))
-  params = m.init(jax.random.PRNGKey(0), x)
+def _mae_sincos(gh, gw, d):
+  """MAE's get_2d_sincos_pos_embed in numpy: first half columns, second half rows."""
+  def one(pos, dim):
+    omega = 1.0 / 10000 ** (np.arange(dim // 2) / (dim / 2.0))
+    out = pos.reshape(-1)[:, None] * omega[None]
+    return np.concatenate([np.sin(out), np.cos(out)], 1)
+  rows, cols = np.meshgrid(np.arange(gh), np.arange(gw), indexing="ij")
+  return np.concatenate([one(cols.astype(np.float64), d // 2), one(rows.astype(np.float64), d // 2)], 1)
+
+
+def _patch_embed(images, kernel, bias, p):
+  """Conv p x p stride p == per-patch (row, col, channel) vector @ kernel."""
+  b, h, w, c = images.shape
+  x = images.reshape(b, h // p, p, w // p, p, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, (h // p) * (w // p), p * p * c) @ kernel.reshape(-1, kernel.shape[-1]) + bias
+
+
+def _layer_norm(x, scale, bias, eps=1e-6):
+  mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mu) / np.sqrt(var + eps) * scale + bias
+
+
+def _blocks(params, x, depth, heads):
+  """The model's own transformer blocks on a token sequence we build."""
+  for i in range(depth):
+    x = layers.Block(heads).apply({"params": params[f"block{i}"]}, jnp.asarray(x))[0]
+  return np.asarray(x)
+
+
+def test_masked_vit_equals_blocks_on_gathered_tokens_with_their_positions():
+  """MAE encoder on the visible patches: embed all patches, add the position
+  embedding of each patch's own grid cell, then keep the visible ones (MAE
+  `forward_encoder`), prepend CLS and run the blocks. Breaks tried: adding the
+  position embedding after gathering (positions 0..K-1), gathering before the
+  patch embedding with the wrong patch order, no final LayerNorm: each fails."""
+  m = models.build(dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4))
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
+  params = m.init(jax.random.PRNGKey(0), x)["params"]
   tm = masking.random_masking(jax.random.PRNGKey(2), 2, 16, 0.75)
-  out = m.apply(params, x, keep_idx=tm.keep_idx)
-  chex.assert_shape(out["patch"], (2, 4, 48))
+  got = m.apply({"params": params}, x, keep_idx=tm.keep_idx)
+  p = jax.tree.map(np.asarray, params)
+  tokens = _patch_embed(np.asarray(x), p["patch_embed"]["kernel"], p["patch_embed"]["bias"], 4)
+  tokens = tokens + _mae_sincos(4, 4, 32)[None]
+  keep = np.asarray(tm.keep_idx)
+  visible = np.stack([tokens[i, keep[i]] for i in range(2)])
+  seq = np.concatenate([np.broadcast_to(p["cls_token"], (2, 1, 32)), visible], 1)
+  seq = _blocks(params, seq, 1, 2)
+  want = _layer_norm(seq, p["norm"]["scale"], p["norm"]["bias"])
+  np.testing.assert_allclose(np.asarray(got["tokens"]), want, rtol=1e-4, atol=1e-4)
+  chex.assert_shape(got["patch"], (2, 4, 32))
+
+
+def test_mae_decoder_places_tokens_at_their_patches():
+  """MAE `forward_decoder`: embed, append mask tokens, unshuffle, add the
+  decoder's sin-cos table (not to CLS), blocks, norm, predict, drop CLS. The
+  reference scatters visible token j to patch keep_idx[j] directly, without
+  `restore_idx`. Breaks tried: skipping the unshuffle, adding the position
+  table before the unshuffle, adding it to CLS too: each fails."""
+  dec = models.build(dict(name="mae_decoder", width=32, depth=1, num_heads=2, patch_dim=48))
+  tm = masking.random_masking(jax.random.PRNGKey(2), 2, 16, 0.75)
+  tokens = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 24))
+  params = dec.init(jax.random.PRNGKey(0), tokens, tm.restore_idx, (4, 4))["params"]
+  params = jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.PRNGKey(9), a.shape),
+                        params)   # a mask token and biases that are not ~0
+  got = np.asarray(dec.apply({"params": params}, tokens, tm.restore_idx, (4, 4)))
+  p = jax.tree.map(np.asarray, params)
+  x = np.asarray(tokens) @ p["embed"]["kernel"] + p["embed"]["bias"]
+  full = np.broadcast_to(p["mask_token"], (2, 16, 32)).copy()
+  keep = np.asarray(tm.keep_idx)
+  for i in range(2):
+    full[i, keep[i]] = x[i, 1:]
+  seq = np.concatenate([x[:, :1], full + _mae_sincos(4, 4, 32)[None]], 1)
+  seq = _layer_norm(_blocks(params, seq, 1, 2), p["norm"]["scale"], p["norm"]["bias"])
+  want = (seq @ p["pred"]["kernel"] + p["pred"]["bias"])[:, 1:]
+  np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
 
 
 def test_vit_bfloat16_compute_keeps_fp32_params():
@@ -44,14 +115,22 @@ def test_vit_bfloat16_compute_keeps_fp32_params():
   assert m.apply(params, x)["patch"].dtype == jnp.bfloat16
 
 
-@pytest.mark.parametrize("variant,width,depth", [("Ti", 192, 12), ("S", 384, 12), ("B", 768, 12), ("L", 1024, 24)])
-def test_vit_variants_param_count(variant, width, depth):
+@pytest.mark.parametrize("variant,width,depth,total", [
+    ("Ti", 192, 12, 5_486_592), ("S", 384, 12, 21_590_016), ("B", 768, 12, 85_647_360),
+    ("L", 1024, 24, 303_099_904)])
+def test_vit_variants_param_count(variant, width, depth, total):
+  """Exact: per block 2 LayerNorms (4d), qkv (3d^2 + 3d), proj (d^2 + d), MLP
+  (8d^2 + 5d); patch embedding 16*16*3*d + d, CLS d, final LayerNorm 2d (no
+  learnt position table: sin-cos). The totals are timm's
+  vit_{tiny,small,base,large}_patch16_224 (5,717,416 / 22,050,664 / 86,567,656
+  / 304,326,632) less the 1000-class head (1001 d) and the learnt 197 x d
+  pos_embed. A missing bias, LayerNorm or block anywhere fails."""
   m = models.build(dict(name="vit", variant=variant, patch_size=16))
   shapes = jax.eval_shape(m.init, jax.random.PRNGKey(0), jnp.ones((1, 224, 224, 3)))
   n = sum(x.size for x in jax.tree.leaves(shapes))
-  # 12*d^2 per block + patch embedding: ViT-Ti 5.5M, S 21.7M, B 85.8M, L 303M (timm, no head).
-  expected = depth * (12 * width ** 2 + 13 * width) + 16 * 16 * 3 * width + 4 * width
-  assert abs(n - expected) / expected < 0.01, (n, expected)
+  d = width
+  expected = depth * (12 * d * d + 13 * d) + (16 * 16 * 3 * d + d) + d + 2 * d
+  assert n == expected == total, (n, expected, total)
 
 
 def test_mae_decoder_shape():

@@ -1,11 +1,15 @@
-"""The trainer: 1 vs 8 devices, resume after an interruption, NaN stop."""
+"""The trainer: 1 vs 8 devices with FSDP, resume after an interruption, NaN / Inf stop,
+export of the trained parameters."""
+import dataclasses
+
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ssl_jax import checkpoint, metrics, sharding, train
+from ssl_jax import checkpoint, methods, metrics, sharding, train
 from ssl_jax.data import pipeline
-from tests.conftest import tiny_mae_config
+from tests.conftest import config_module, tiny_mae_config
 
 
 def _losses(workdir):
@@ -19,30 +23,33 @@ def uninterrupted(tmp_path_factory):
   return wd
 
 
-def test_one_vs_eight_devices_same_losses_fsdp_shards_params(uninterrupted, tmp_path):
+def test_one_vs_eight_devices_same_losses_fsdp_shards_live_state(uninterrupted, tmp_path,
+                                                                monkeypatch):
+  """Same losses on a (data 2, fsdp 4) mesh; the bytes are those of the live
+  training state the loop checkpoints (parameters + AdamW moments after real
+  steps), not of a copy placed by the test. Break tried: the step's
+  `out_shardings` replicating the state (`(repl, repl)`) keeps the losses and
+  fails the ratio (1.0)."""
   assert len(jax.devices()) == 8, "conftest must simulate 8 CPU devices"
   cfg = tiny_mae_config(mesh=[("data", 2), ("fsdp", 4)], fsdp_min_size=0)
-  captured = {}
-  orig = sharding.tree_shardings
+  captured = []
+  orig = checkpoint.Checkpointer.save
 
-  def spy(tree, mesh, *a, **k):
-    out = orig(tree, mesh, *a, **k)
-    if isinstance(tree, dict) and "params" in tree:
-      placed = jax.device_put(tree["params"], out["params"])
-      captured["per_device"] = sharding.bytes_per_device(placed)
-      captured["total"] = sum(x.nbytes for x in jax.tree.leaves(tree["params"]))
-    return out
+  def spy(self, step, state, position):
+    live = {"params": state["params"], "opt_state": state["opt_state"]}
+    total = sum(x.nbytes for x in jax.tree.leaves(live))
+    captured.append((step, sharding.bytes_per_device(live) / total))
+    return orig(self, step, state, position)
 
-  sharding.tree_shardings = spy
-  try:
-    train.train(cfg, str(tmp_path))
-  finally:
-    sharding.tree_shardings = orig
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", spy)
+  train.train(cfg, str(tmp_path))
   one, eight = _losses(uninterrupted), _losses(str(tmp_path))
   assert sorted(one) == sorted(eight) == list(range(1, 7))
   np.testing.assert_allclose([eight[s] for s in one], [one[s] for s in one], rtol=1e-5)
-  ratio = captured["per_device"] / captured["total"]
-  assert ratio < 0.3, f"fsdp=4 should hold ~1/4 of the params per device, got {ratio:.2f}"
+  assert [s for s, _ in captured] == [2, 4, 6]
+  for step, ratio in captured:
+    # 1/4 of every array with a dimension divisible by 4, plus a few scalars.
+    assert 0.24 < ratio < 0.27, f"step {step}: a device holds {ratio:.3f} of the live state"
 
 
 def test_resume_after_interruption_reproduces_losses(uninterrupted, tmp_path, monkeypatch):
@@ -68,29 +75,90 @@ def test_resume_after_interruption_reproduces_losses(uninterrupted, tmp_path, mo
   assert resumes and resumes[0]["step"] == 4
 
 
-def test_nan_stops_run_and_keeps_last_good_checkpoint(tmp_path):
+def _poison_gradients(value: float):
+  """Identity forward; the backward pass returns `value` (NaN / Inf) for
+  every gradient while `bad` is set. The loss stays finite."""
+  @jax.custom_vjp
+  def poison(x, bad):
+    return x
+
+  def fwd(x, bad):
+    return x, bad
+
+  def bwd(bad, g):
+    return jnp.where(bad, jnp.full_like(g, value), g), None
+
+  poison.defvjp(fwd, bwd)
+  return poison
+
+
+def _method_with_bad_gradients(value: float, at_step: int):
+  mae = methods.get("mae")
+  poison = _poison_gradients(value)
+
+  def loss(params, *args):
+    step = args[4]
+    params = jax.tree.map(lambda p: poison(p, step == at_step), params)
+    return mae.loss(params, *args)
+
+  return dataclasses.replace(mae, loss=loss)
+
+
+@pytest.mark.parametrize("poison", ["nan_loss", "nan_grad", "inf_grad"])
+def test_non_finite_step_stops_run_and_keeps_last_good_checkpoint(poison, tmp_path, monkeypatch):
+  """The 5th update (step index 4) is poisoned: the run stops with a clear
+  error, that update is not applied, and the step-4 checkpoint is intact.
+  NaN / Inf gradients with a finite loss are the case a loss-only hook
+  misses. Breaks tried: checking only the loss (`finite = isfinite(loss)`)
+  fails nan_grad and inf_grad (no error, NaN parameters); removing the guard
+  (`finite = True`) fails all three."""
   wd = str(tmp_path)
-  cfg = tiny_mae_config(debug_inject_nan_at_step=4, log_every=1)
-  with pytest.raises(train.NonFiniteError, match="at step 5"):   # 1-based, as printed
+  cfg = config_module("mae.py").get_config("tiny")
+  cfg.total_steps = 6
+  if poison == "nan_loss":
+    cfg.debug_inject_nan_at_step = 4
+  else:
+    bad = _method_with_bad_gradients(np.nan if poison == "nan_grad" else np.inf, 4)
+    monkeypatch.setattr(methods, "get", lambda name: bad)
+  with pytest.raises(train.NonFiniteError, match="at step 5"):
     train.train(cfg, wd, devices=jax.devices()[:1])
+  losses = _losses(wd)
+  assert sorted(losses) == [1, 2, 3, 4]       # the bad step's metrics are never logged
   ck = checkpoint.Checkpointer(wd)
-  assert ck.latest_step() == 4           # saved after steps 2 and 4 (step index 3 = 4th update)
+  assert ck.latest_step() == 4
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   restored = ck.manager.restore(4, args=ocp.args.Composite(
       state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
-  params = restored["state"]["params"]
-  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+  for x in jax.tree.leaves(restored["state"]):
+    assert np.isfinite(np.asarray(x)).all()
   assert int(restored["state"]["bad_step"]) == -1
 
 
-def test_export_rebuilds_encoder_and_writes_timm_safetensors(uninterrupted):
+def test_export_holds_the_trained_parameters_and_timm_file_reproduces_them(uninterrupted):
+  """The export's variables are the final checkpoint's `params["encoder"]`,
+  leaf for leaf, and the timm safetensors file read back gives the features of
+  those trained parameters. Breaks tried: exporting the step-0 parameters
+  (`mvars.params`) or the parameters one step behind: both fail the leaf
+  comparison; a timm writer that transposes qkv wrongly fails the features."""
   import os  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   from ssl_jax import export, interop  # pylint: disable=g-import-not-at-top
   from ssl_jax.interop import timm_vit  # pylint: disable=g-import-not-at-top
+  ck = checkpoint.Checkpointer(uninterrupted)
+  assert ck.latest_step() == 6
+  trained = ck.manager.restore(6, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))["state"]["params"]["encoder"]
+  ck.close()
   ours = export.load(os.path.join(uninterrupted, "export"))
-  timm_file = os.path.join(uninterrupted, "export", timm_vit.SAFETENSORS_NAME)
-  theirs = interop.load_encoder(timm_file)
+  want = dict(jax.tree_util.tree_leaves_with_path(trained))
+  got = jax.tree_util.tree_leaves_with_path(ours.variables["params"])
+  assert len(got) == len(want)
+  for path, x in got:
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(want[path]),
+                                  err_msg=jax.tree_util.keystr(path))
+  theirs = interop.load_encoder(os.path.join(uninterrupted, "export", timm_vit.SAFETENSORS_NAME))
   images = np.random.RandomState(0).randn(2, 32, 32, 3).astype(np.float32)
-  a = ours.module.apply(ours.variables, images)["patch"]
-  b = theirs.module.apply(theirs.variables, images)["patch"]
-  np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)
+  a = ours.module.apply({"params": trained}, images)
+  b = theirs.module.apply(theirs.variables, images)
+  for k in ("cls", "patch"):
+    np.testing.assert_allclose(np.asarray(b[k]), np.asarray(a[k]), rtol=1e-5, atol=1e-5)

@@ -19,6 +19,22 @@ from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
 
+def make_optimizer(optimizer: str, lr, weight_decay: float = 0.0):
+  """"lars": MAE's util/lars.py (momentum 0.9, trust coefficient 0.001), whose
+  weight decay and trust ratio apply only to arrays with ndim > 1 (the head's
+  bias takes plain momentum SGD); "sgd": momentum 0.9."""
+  check_choice("linear probe optimizer", optimizer, ("lars", "sgd"))
+  if optimizer == "lars":
+    matrices = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+    # The lr scales the momentum buffer (torch style), not each step's update
+    # as optax.lars does; the two differ while the lr changes (warm-up, cosine).
+    return optax.chain(
+        optax.masked(optax.add_decayed_weights(weight_decay), matrices),
+        optax.masked(optax.scale_by_trust_ratio(trust_coefficient=0.001), matrices),
+        optax.trace(decay=0.9), optax.scale_by_learning_rate(lr))
+  return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=0.9))
+
+
 def linear_probe(train_f, train_y, test_f, test_y, num_classes: int, epochs: int = 90,
                  base_lr: float = 0.1, batch_size: int = 256, weight_decay: float = 0.0,
                  warmup_frac: float = 0.1, seed: int = 0, optimizer: str = "lars"):
@@ -35,11 +51,7 @@ def linear_probe(train_f, train_y, test_f, test_y, num_classes: int, epochs: int
   total = max(1, epochs * steps_per_epoch)
   lr = optax.warmup_cosine_decay_schedule(0.0, base_lr * batch_size / 256.0,
                                           int(warmup_frac * total), total)
-  check_choice("linear probe optimizer", optimizer, ("lars", "sgd"))
-  if optimizer == "lars":
-    tx = optax.lars(lr, weight_decay=weight_decay, momentum=0.9)
-  else:
-    tx = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=0.9))
+  tx = make_optimizer(optimizer, lr, weight_decay)
   # MAE initialises the probe head with trunc_normal(std=0.01), zero bias.
   params = {"w": 0.01 * jax.random.truncated_normal(jax.random.PRNGKey(seed), -2, 2, (d, num_classes)),
             "b": jnp.zeros((num_classes,))}
