@@ -67,6 +67,18 @@ def test_suite_runs_cells_then_rerun_skips_them(tiny_suite):
   run_lib.run_cells(cells, s, path, runner=lambda cmd, log: ran.append(cmd))
   assert ran == [suite_lib.pretrain_command(cells[1], path),
                  suite_lib.eval_command(cells[1], "frozen", s)]
+  # A cell locked by another live runner is left alone; a stale lock is taken over.
+  with open(os.path.join(cells[1].dir, ".lock"), "w") as f:
+    f.write(str(os.getppid()))
+  ran.clear()
+  run_lib.run_cells(cells, s, path, runner=lambda cmd, log: ran.append(cmd))
+  assert ran == []
+  with open(os.path.join(cells[1].dir, ".lock"), "w") as f:
+    f.write("999999999")
+  run_lib.run_cells(cells, s, path, runner=lambda cmd, log: ran.append(cmd))
+  assert len(ran) == 2 and not os.path.exists(os.path.join(cells[1].dir, ".lock"))
+  os.rename(os.path.join(cells[1].export_dir, "encoder.json.bak"),
+            os.path.join(cells[1].export_dir, "encoder.json"))
   files = aggregate.write_all(s, os.path.join(d, "runs"), os.path.join(d, "out"))
   assert all(os.path.getsize(f) > 0 for f in files)
 

@@ -116,7 +116,10 @@ def markdown(res: dict, s) -> str:
     label = r["label"] if r["role"] == "method" else f"*{r['label']}*"
     lines.append(f"| {label} | " + " | ".join(cells) + f" | {budget} |")
   lines.append("")
-  lines.append("Mean ± sample std over seeds (n). Difference to the random-init twin "
+  lines.append("Mean ± sample std over seeds (n).")
+  if not any(r.get("vs_twin") for r in res["rows"].values()):
+    return "\n".join(lines) + "\n"
+  lines.append("Difference to the random-init twin "
                "(standard error of the difference; ✔ when above 2 se):")
   lines.append("")
   lines.append("| row | twin | " + " | ".join(titles) + " |")
@@ -164,6 +167,45 @@ def chart(res: dict, s, path: str):
   plt.close(fig)
 
 
+def loss_curves(s, runs_dir: str, path: str):
+  """Pre-training curves of every trained row (each seed a line): the loss and
+  every other logged scalar named *_acc or *top1 (e.g. MoCo's instance
+  accuracy), so a row that does not learn shows why."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = []
+  for row in s["rows"]:
+    for d in sorted(glob.glob(os.path.join(os.path.abspath(runs_dir), row.name, "seed*"))):
+      recs = [r for r in suite_lib.read_jsonl(os.path.join(d, "pretrain", "metrics.jsonl"))
+              if r.get("kind") == "train"]
+      if recs:
+        panels.append((row, os.path.basename(d), recs))
+  rows = list(dict.fromkeys(p[0].name for p in panels))
+  if not rows:
+    return None
+  fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 2.8), squeeze=False)
+  for ax, name in zip(axes[0], rows):
+    for row, seed, recs in (p for p in panels if p[0].name == name):
+      steps = [r["step"] for r in recs]
+      ax.plot(steps, [r["loss"] for r in recs], label=f"loss {seed}")
+      ax.set_title(row.label, fontsize=8)
+      extra = [k for k in recs[-1] if k.endswith("_acc") or k.endswith("top1")]
+      if extra:
+        ax2 = ax.twinx() if not hasattr(ax, "_twin") else ax._twin  # pylint: disable=protected-access
+        ax._twin = ax2  # pylint: disable=protected-access
+        for k in extra:
+          ax2.plot(steps, [r.get(k, float("nan")) for r in recs], "--", label=f"{k} {seed}")
+        ax2.tick_params(labelsize=6)
+    ax.set_xlabel("step", fontsize=7)
+    ax.tick_params(labelsize=6)
+  fig.suptitle("pre-training loss (solid) and accuracies (dashed, right axis)", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
 def write_all(s, runs_dir: str, out_dir: str, seeds: int = None):
   del seeds    # every seed found on disk counts
   res = collect(s, runs_dir)
@@ -174,4 +216,7 @@ def write_all(s, runs_dir: str, out_dir: str, seeds: int = None):
   with open(base + ".md", "w") as f:
     f.write(markdown(res, s))
   chart(res, s, base + ".png")
-  return [base + ".json", base + ".md", base + ".png"]
+  files = [base + ".json", base + ".md", base + ".png"]
+  if loss_curves(s, runs_dir, base + "_curves.png"):
+    files.append(base + "_curves.png")
+  return files

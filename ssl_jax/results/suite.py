@@ -36,7 +36,10 @@ class Row:
   with `overrides` ("a.b": value) applied by the suite's get_config; or
   `export`: a reference encoder written without training ("pixels").
   `twin`: the row (same architecture, never trained) its numbers are
-  compared with; `role`: "method" | "reference" (table sections)."""
+  compared with; `role`: "method" | "reference" (table sections).
+  `export_flags` {config key: row}: the same seed's export of another row
+  passed as a path (frozen teachers: D-MAE's `dmae.teacher`, CR2PQ's
+  `cr2pq.teacher_path`); that row must come earlier in the suite."""
   name: str
   label: str
   jobs: Tuple[str, ...]
@@ -46,6 +49,7 @@ class Row:
   eval_overrides: Dict[str, Any] = dataclasses.field(default_factory=dict)
   twin: Optional[str] = None
   role: str = "method"
+  export_flags: Dict[str, str] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
     if not _NAME.match(self.name):
@@ -112,6 +116,10 @@ def load(suite: str):
                        f"{', '.join(s['jobs'])}.")
     if r.twin is not None and r.twin not in names:
       raise ValueError(f"row {r.name!r}: twin {r.twin!r} is not a row ({', '.join(names)}).")
+    for key, dep in r.export_flags.items():
+      if dep not in names[:names.index(r.name)]:
+        raise ValueError(f"row {r.name!r}: export_flags[{key!r}] names {dep!r}, which is not "
+                         f"an earlier row ({', '.join(names[:names.index(r.name)])}).")
   return s, path
 
 
@@ -142,9 +150,24 @@ def _flag_value(v) -> str:
   return v if isinstance(v, str) else repr(v)
 
 
+def dependency(cell: Cell, row_name: str) -> Cell:
+  """The same seed's cell of another row (same runs dir)."""
+  runs_dir = os.path.dirname(os.path.dirname(cell.dir))
+  return Cell(Row(row_name, row_name, (), export="-"), cell.seed,
+              os.path.join(runs_dir, row_name, f"seed{cell.seed}"))
+
+
 def pretrain_command(cell: Cell, suite_file: str) -> List[str]:
-  return [sys.executable, "-m", "ssl_jax.main", f"--config={suite_file}:{cell.row.name}",
-          f"--workdir={cell.pretrain_dir}", f"--config.seed={cell.seed}"]
+  cmd = [sys.executable, "-m", "ssl_jax.main", f"--config={suite_file}:{cell.row.name}",
+         f"--workdir={cell.pretrain_dir}", f"--config.seed={cell.seed}"]
+  for key, dep in cell.row.export_flags.items():
+    dep_cell = dependency(cell, dep)
+    if not pretrain_done(dep_cell):
+      raise RuntimeError(f"row {cell.row.name!r} seed {cell.seed} needs the export of row "
+                         f"{dep!r} ({dep_cell.export_dir}); run that row first "
+                         f"(--only {dep},{cell.row.name}).")
+    cmd.append(f"--config.{key}={dep_cell.export_dir}")
+  return cmd
 
 
 def eval_command(cell: Cell, job: str, s) -> List[str]:
