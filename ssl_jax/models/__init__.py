@@ -35,6 +35,8 @@ def _register_builtin():
   from ssl_jax.models import mobile_former, resnet  # pylint: disable=g-import-not-at-top
   MODELS.register("mobile_former", mobile_former.MobileFormer)
   MODELS.register("resnet", resnet.ResNet)
+  from ssl_jax.models import pixels  # pylint: disable=g-import-not-at-top
+  MODELS.register("pixels", pixels.Pixels)   # raw-pixel reference row of the results suite
 
 
 _register_builtin()

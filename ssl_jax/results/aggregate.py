@@ -1,0 +1,222 @@
+"""Cells on disk -> results/<suite>.json, .md (the README's table) and .png.
+
+Per row and column (a metric of one eval job): mean, sample std (ddof 1), n and standard error over
+seeds; per method row, the difference to its random-init twin row with
+the standard error of a difference of independent means,
+se = sqrt(se_row^2 + se_twin^2), and whether it exceeds 2 se.
+"""
+import glob
+import json
+import math
+import os
+from typing import Dict, List
+
+import numpy as np
+
+from ssl_jax.results import suite as suite_lib
+
+
+def summarize(values: List[float]) -> Dict[str, float]:
+  v = np.asarray(values, np.float64)
+  n = len(v)
+  std = float(v.std(ddof=1)) if n > 1 else float("nan")
+  return {"mean": float(v.mean()), "std": std, "n": n,
+          "se": std / math.sqrt(n) if n > 1 else float("nan")}
+
+
+def compare(row: Dict[str, float], twin: Dict[str, float]) -> Dict[str, float]:
+  diff = row["mean"] - twin["mean"]
+  se = math.sqrt(row["se"] ** 2 + twin["se"] ** 2)
+  return {"diff": diff, "se": se, "beats_2se": bool(diff > 2 * se) if se == se else False}
+
+
+def row_columns(row, s) -> List[str]:
+  return [c for c, (job, _, _) in s["columns"].items() if job in row.jobs]
+
+
+def _cell_record(cell, s) -> dict:
+  rec = {"seed": cell.seed, "metrics": {}}
+  for col in row_columns(cell.row, s):
+    job, key, _ = s["columns"][col]
+    r = suite_lib.job_result(cell, job, s)
+    if r is not None:
+      rec["metrics"][col] = r[key]
+  meta_path = os.path.join(cell.export_dir, "encoder.json")
+  if os.path.exists(meta_path) and cell.row.config is not None:
+    with open(meta_path) as f:
+      info = json.load(f).get("info", {})
+    cfg = info.get("config")
+    cfg = json.loads(cfg) if isinstance(cfg, str) else (cfg or {})
+    steps = int(info.get("step", 0))
+    batch = int(cfg.get("batch_size", 0))
+    rec["budget"] = {"steps": steps, "batch": batch, "images_seen": steps * batch}
+  train = [r for r in suite_lib.read_jsonl(os.path.join(cell.pretrain_dir, "metrics.jsonl"))
+           if r.get("kind") == "train"]
+  if train:
+    rec["loss_first"], rec["loss_last"] = train[0]["loss"], train[-1]["loss"]
+  tpath = os.path.join(cell.dir, "timing.json")
+  if os.path.exists(tpath):
+    with open(tpath) as f:
+      rec["wall_min"] = {k: round(v / 60, 2) for k, v in json.load(f).items()}
+  return rec
+
+
+def collect(s, runs_dir: str) -> dict:
+  """Every row's cells found on disk (any number of seeds) and summaries."""
+  out = {"suite": s["name"], "budget": s.get("budget", ""),
+         "jobs": {j: {"config": v[0], "overrides": v[1]} for j, v in s["jobs"].items()},
+         "columns": {c: {"job": v[0], "metric": v[1], "title": v[2]}
+                     for c, v in s["columns"].items()},
+         "rows": {}}
+  for row in s["rows"]:
+    seed_dirs = sorted(glob.glob(os.path.join(os.path.abspath(runs_dir), row.name, "seed*")),
+                       key=lambda d: int(os.path.basename(d)[4:]))
+    cells = [suite_lib.Cell(row, int(os.path.basename(d)[4:]), d) for d in seed_dirs]
+    recs = [_cell_record(c, s) for c in cells]
+    summary = {}
+    for p in row_columns(row, s):
+      vals = [r["metrics"][p] for r in recs if p in r["metrics"]]
+      if vals:
+        summary[p] = summarize(vals)
+    out["rows"][row.name] = {"label": row.label, "role": row.role, "twin": row.twin,
+                             "config": row.config or f"reference: {row.export}",
+                             "overrides": row.overrides, "cells": recs, "summary": summary}
+  for name, r in out["rows"].items():
+    twin = out["rows"].get(r["twin"]) if r["twin"] else None
+    if twin:
+      r["vs_twin"] = {p: compare(v, twin["summary"][p]) for p, v in r["summary"].items()
+                      if p in twin["summary"]}
+  return out
+
+
+def _fmt(sm):
+  if sm["n"] > 1:
+    return f"{sm['mean']:.1f} ± {sm['std']:.1f} ({sm['n']})"
+  return f"{sm['mean']:.1f} ({sm['n']})"
+
+
+def markdown(res: dict, s) -> str:
+  protos = list(s["columns"])
+  titles = [s["columns"][p][2] for p in protos]
+  lines = ["| row | " + " | ".join(titles) + " | pre-training (steps x batch = images; wall min/seed) |",
+           "|---|" + "---|" * len(protos) + "---|"]
+  for name, r in res["rows"].items():
+    if not r["summary"]:
+      continue
+    cells = [(_fmt(r["summary"][p]) if p in r["summary"] else "–") for p in protos]
+    b = next((c["budget"] for c in r["cells"] if "budget" in c), None)
+    walls = [c["wall_min"].get("pretrain", 0.0) for c in r["cells"] if "wall_min" in c]
+    budget = "–"
+    if b and b["steps"]:
+      budget = f"{b['steps']} x {b['batch']} = {b['images_seen']:,}"
+      if walls:
+        budget += f"; {np.mean(walls):.1f}"
+    elif b:
+      budget = "none (random init)"
+    label = r["label"] if r["role"] == "method" else f"*{r['label']}*"
+    lines.append(f"| {label} | " + " | ".join(cells) + f" | {budget} |")
+  lines.append("")
+  lines.append("Mean ± sample std over seeds (n).")
+  if not any(r.get("vs_twin") for r in res["rows"].values()):
+    return "\n".join(lines) + "\n"
+  lines.append("Difference to the random-init twin "
+               "(standard error of the difference; ✔ when above 2 se):")
+  lines.append("")
+  lines.append("| row | twin | " + " | ".join(titles) + " |")
+  lines.append("|---|---|" + "---|" * len(protos))
+  for name, r in res["rows"].items():
+    if not r.get("vs_twin"):
+      continue
+    cells = []
+    for p in protos:
+      c = r["vs_twin"].get(p)
+      cells.append("–" if c is None else
+                   f"{c['diff']:+.1f} ({c['se']:.1f}){' ✔' if c['beats_2se'] else ''}")
+    lines.append(f"| {r['label']} | {res['rows'][r['twin']]['label']} | " + " | ".join(cells)
+                 + " |")
+  return "\n".join(lines) + "\n"
+
+
+def chart(res: dict, s, path: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  protos = list(s["columns"])
+  rows = [(n, r) for n, r in res["rows"].items() if r["summary"]]
+  fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4))
+  width = 0.8 / max(1, len(protos))
+  for j, p in enumerate(protos):
+    xs, ms, es = [], [], []
+    for i, (_, r) in enumerate(rows):
+      if p in r["summary"]:
+        sm = r["summary"][p]
+        xs.append(i + (j - (len(protos) - 1) / 2) * width)
+        ms.append(sm["mean"])
+        es.append(0.0 if sm["std"] != sm["std"] else sm["std"])
+    if xs:
+      ax.bar(xs, ms, width, yerr=es, capsize=2, label=s["columns"][p][2])
+  ax.set_xticks(range(len(rows)))
+  ax.set_xticklabels([r["label"] for _, r in rows], rotation=30, ha="right", fontsize=8)
+  ax.set_ylabel("top-1 (%)")
+  lo = min((r["summary"][p]["mean"] for _, r in rows for p in r["summary"]), default=0)
+  ax.set_ylim(max(0, lo - 10), 100)
+  ax.set_title(f"{res['suite']}: mean ± std over seeds")
+  ax.legend(fontsize=7, ncol=len(protos))
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def loss_curves(s, runs_dir: str, path: str):
+  """Pre-training curves of every trained row (each seed a line): the loss and
+  every other logged scalar named *_acc or *top1 (e.g. MoCo's instance
+  accuracy), so a row that does not learn shows why."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  panels = []
+  for row in s["rows"]:
+    for d in sorted(glob.glob(os.path.join(os.path.abspath(runs_dir), row.name, "seed*"))):
+      recs = [r for r in suite_lib.read_jsonl(os.path.join(d, "pretrain", "metrics.jsonl"))
+              if r.get("kind") == "train"]
+      if recs:
+        panels.append((row, os.path.basename(d), recs))
+  rows = list(dict.fromkeys(p[0].name for p in panels))
+  if not rows:
+    return None
+  fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 2.8), squeeze=False)
+  for ax, name in zip(axes[0], rows):
+    for row, seed, recs in (p for p in panels if p[0].name == name):
+      steps = [r["step"] for r in recs]
+      ax.plot(steps, [r["loss"] for r in recs], label=f"loss {seed}")
+      ax.set_title(row.label, fontsize=8)
+      extra = [k for k in recs[-1] if k.endswith("_acc") or k.endswith("top1")]
+      if extra:
+        ax2 = ax.twinx() if not hasattr(ax, "_twin") else ax._twin  # pylint: disable=protected-access
+        ax._twin = ax2  # pylint: disable=protected-access
+        for k in extra:
+          ax2.plot(steps, [r.get(k, float("nan")) for r in recs], "--", label=f"{k} {seed}")
+        ax2.tick_params(labelsize=6)
+    ax.set_xlabel("step", fontsize=7)
+    ax.tick_params(labelsize=6)
+  fig.suptitle("pre-training loss (solid) and accuracies (dashed, right axis)", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def write_all(s, runs_dir: str, out_dir: str, seeds: int = None):
+  del seeds    # every seed found on disk counts
+  res = collect(s, runs_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  base = os.path.join(out_dir, s["name"])
+  with open(base + ".json", "w") as f:
+    json.dump(res, f, indent=1, default=str)
+  with open(base + ".md", "w") as f:
+    f.write(markdown(res, s))
+  chart(res, s, base + ".png")
+  files = [base + ".json", base + ".md", base + ".png"]
+  if loss_curves(s, runs_dir, base + "_curves.png"):
+    files.append(base + "_curves.png")
+  return files

@@ -1,0 +1,129 @@
+"""The results suite: runs tiny cells through real `ssl_jax.main` commands,
+skips finished stages on a rerun, reruns exactly the missing ones, and
+aggregates mean / std / twin differences correctly from metrics files."""
+import json
+import math
+import os
+import textwrap
+
+import numpy as np
+import pytest
+
+from ssl_jax.results import aggregate
+from ssl_jax.results import run as run_lib
+from ssl_jax.results import suite as suite_lib
+
+_SUITE = textwrap.dedent("""
+    from ssl_jax.results.suite import Row, row_config
+    EVAL = {"data.image_size": 16, "eval.max_train_examples": 64,
+            "eval.max_eval_examples": 64, "eval.feature": "mean"}
+    SUITE = dict(
+        name="tiny", seeds=1, budget="4 steps x 8",
+        jobs={"frozen": ("configs/eval/knn.py", {"eval.knn.k": 5})},
+        columns={"knn": ("frozen", "knn/top1", "kNN")},
+        rows=[Row("pixels", "raw pixels", ("frozen",), export="pixels", role="reference",
+                  eval_overrides=EVAL),
+              Row("sup", "supervised", ("frozen",), config="configs/supervised.py:tiny",
+                  overrides={"supervised.label_smoothing": 0.0}, eval_overrides=EVAL)])
+    def get_config(row):
+      return row_config(SUITE, row, __file__)
+    """)
+
+
+@pytest.fixture(scope="module")
+def tiny_suite(tmp_path_factory):
+  d = tmp_path_factory.mktemp("suite")
+  path = os.path.join(d, "tiny.py")
+  with open(path, "w") as f:
+    f.write(_SUITE)
+  s, path = suite_lib.load(path)
+  cells = suite_lib.cells(s["rows"], 1, os.path.join(d, "runs"))
+  done_rows = []
+  run_lib.run_cells(cells, s, path, on_row_done=lambda r: done_rows.append(r.name))
+  return s, path, cells, done_rows, str(d)
+
+
+def test_suite_runs_cells_then_rerun_skips_them(tiny_suite):
+  s, path, cells, done_rows, d = tiny_suite
+  assert done_rows == ["pixels", "sup"]
+  assert all(suite_lib.cell_done(c, s) for c in cells)
+  knn = suite_lib.job_result(cells[0], "frozen", s)["knn/top1"]
+  assert 10.0 < knn <= 100.0
+  # The pre-training honoured the row's override (written into the export).
+  with open(os.path.join(cells[1].export_dir, "encoder.json")) as f:
+    cfg = json.loads(json.load(f)["info"]["config"])
+  assert cfg["supervised"]["label_smoothing"] == 0.0 and cfg["seed"] == 0
+
+  def must_not_run(cmd, log):
+    raise AssertionError(f"a finished stage ran again: {cmd}")
+  run_lib.run_cells(cells, s, path, runner=must_not_run)
+
+  # Lose one protocol's result and the export (an interrupted pre-training):
+  # the rerun issues exactly those stages, with the same commands as before.
+  os.remove(os.path.join(cells[1].job_dir("frozen"), "metrics.jsonl"))
+  os.rename(os.path.join(cells[1].export_dir, "encoder.json"),
+            os.path.join(cells[1].export_dir, "encoder.json.bak"))
+  ran = []
+  run_lib.run_cells(cells, s, path, runner=lambda cmd, log: ran.append(cmd))
+  assert ran == [suite_lib.pretrain_command(cells[1], path),
+                 suite_lib.eval_command(cells[1], "frozen", s)]
+  # A cell locked by another live runner is left alone; a stale lock is taken over.
+  with open(os.path.join(cells[1].dir, ".lock"), "w") as f:
+    f.write(str(os.getppid()))
+  ran.clear()
+  run_lib.run_cells(cells, s, path, runner=lambda cmd, log: ran.append(cmd))
+  assert ran == []
+  with open(os.path.join(cells[1].dir, ".lock"), "w") as f:
+    f.write("999999999")
+  run_lib.run_cells(cells, s, path, runner=lambda cmd, log: ran.append(cmd))
+  assert len(ran) == 2 and not os.path.exists(os.path.join(cells[1].dir, ".lock"))
+  os.rename(os.path.join(cells[1].export_dir, "encoder.json.bak"),
+            os.path.join(cells[1].export_dir, "encoder.json"))
+  files = aggregate.write_all(s, os.path.join(d, "runs"), os.path.join(d, "out"))
+  assert all(os.path.getsize(f) > 0 for f in files)
+
+
+def _fake_cell(runs, row, seed, job, key, value):
+  d = os.path.join(runs, row, f"seed{seed}", job)
+  os.makedirs(d)
+  with open(os.path.join(d, "metrics.jsonl"), "w") as f:
+    f.write(json.dumps({"step": 0, "kind": "eval", key: value}) + "\n")
+    f.write('{"step": 0, "kind": "ev')          # a line cut by a kill is ignored
+
+
+def test_aggregate_mean_std_and_twin_difference(tmp_path):
+  s = dict(name="fake", jobs={"frozen": ("configs/eval/knn.py", {})},
+           columns={"knn": ("frozen", "knn/top1", "kNN")},
+           rows=[suite_lib.Row("rand", "random init", ("frozen",), config="x.py",
+                               role="reference"),
+                 suite_lib.Row("m", "method", ("frozen",), config="x.py", twin="rand")])
+  runs = str(tmp_path / "runs")
+  vals = {"rand": [60.0, 61.0, 59.0], "m": [70.0, 72.5, 71.0]}
+  for row, vs in vals.items():
+    for k, v in enumerate(vs):
+      _fake_cell(runs, row, k, "frozen", "knn/top1", v)
+  res = aggregate.collect(s, runs)
+  for row, vs in vals.items():
+    sm = res["rows"][row]["summary"]["knn"]
+    assert sm["n"] == 3
+    np.testing.assert_allclose(sm["mean"], np.mean(vs))
+    np.testing.assert_allclose(sm["std"], np.std(vs, ddof=1))
+    np.testing.assert_allclose(sm["se"], np.std(vs, ddof=1) / math.sqrt(3))
+  c = res["rows"]["m"]["vs_twin"]["knn"]
+  want_se = math.sqrt(np.var(vals["m"], ddof=1) / 3 + np.var(vals["rand"], ddof=1) / 3)
+  np.testing.assert_allclose(c["diff"], np.mean(vals["m"]) - 60.0)
+  np.testing.assert_allclose(c["se"], want_se)
+  assert c["beats_2se"]
+  md = aggregate.markdown(res, s)
+  assert f"| method | {np.mean(vals['m']):.1f} ± {np.std(vals['m'], ddof=1):.1f} (3)" in md
+  assert "+11.2" in md and "✔" in md
+
+
+def test_bad_rows_and_suites_name_the_choices(tmp_path):
+  with pytest.raises(FileNotFoundError, match="Valid suites: .*fmnist"):
+    suite_lib.suite_path("nope")
+  s, _ = suite_lib.load("fmnist")
+  with pytest.raises(ValueError, match="Valid rows: pixels"):
+    suite_lib.select_rows(s, "mae,maee")
+  with pytest.raises(ValueError, match="exactly one of"):
+    suite_lib.Row("x", "x", ("frozen",))
