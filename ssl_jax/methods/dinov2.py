@@ -14,8 +14,26 @@ DINOv2's choices, plus the KoLeo regulariser.
   draw, methods/ibot.py).
 The engine is methods/dino.py; this file only names the recipe.
 """
+import math
+
 from ssl_jax.methods import METHODS, dino, ibot
 from ssl_jax.methods.base import Method, fixed_view
+
+
+def tab6_001(c, variant: str):
+  """The ImageNet-1K recipe of 001 Tab. 6 (its DINOv2-dagger and its own
+  method; configs/dinov2.py and configs/posfield.py): ViT-`variant`/16."""
+  c.model = dict(name="vit", variant=variant, patch_size=16, posemb="learn", drop_path=0.1)
+  c.batch_size = 512
+  c.num_epochs = 100.0
+  # "Base lr 2e-3" under DINOv2's sqrt(batch / 1024) rule, in our x batch/256 form.
+  c.optim.base_lr = 2e-3 * math.sqrt(512 / 1024) * 256 / 512
+  c.optim.clip_grad_mode = "global"                       # DINOv2 clip_grad_norm_
+  c.dino.update(teacher_temp=0.04, warmup_teacher_temp_epochs=0.0, momentum_teacher=0.992,
+                out_dim=65536, patch_out_dim=65536, head_mode="separate", norm_last_layer=True)
+  c.data.crop_scale = (0.32, 1.0)                         # DINOv2 global / local crop scales
+  c.data.local_crop_scale = (0.05, 0.32)
+  c.data.num_local_crops = 8
 
 METHODS.register("dinov2", Method(views=fixed_view("multi_crop"), init=dino.init,
                                   loss=dino.make_loss(draw_masks=ibot.draw_masks),
