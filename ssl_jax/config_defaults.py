@@ -29,7 +29,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim = ml_collections.ConfigDict(dict(
       name="adamw", momentum=0.9, base_lr=1.5e-4, min_lr=0.0, weight_decay=0.05, b1=0.9, b2=0.95,
       warmup_epochs=40.0, warmup_steps=placeholder(int),
-      clip_grad_norm=placeholder(float), grad_accum_steps=1))
+      clip_grad_norm=placeholder(float), grad_accum_steps=1,
+      # DINO family (ssl_jax/optim.py): cosine wd schedule end, per-array
+      # clipping, ((regex, epochs), ...) parameters frozen at the start.
+      weight_decay_end=placeholder(float), clip_grad_mode="global", frozen=()))
   # Weight-decay mask (ssl_jax/optim.py): decay norms / biases too (MoCo v2),
   # and extra never-decayed parameter-path regexes.
   c.optim.decay_1d_params = False

@@ -111,20 +111,27 @@ def solarize(image, seed, threshold=0.5):
 
 
 # name -> per-view settings (BYOL Tab. 6: view 1 / view 2; MoCo v2 = SimCLR-style).
+# "dino": DINO's DataAugmentationDINO (main_dino.py), views = global 1, global 2,
+# every local crop: blur p = 1.0 / 0.1 / 0.5, solarize only on global 2 (p 0.2).
 COLOR_RECIPES = {
     "mae": None,
     "byol": [dict(jitter=0.8, gray=0.2, blur=1.0, solarize=0.0),
              dict(jitter=0.8, gray=0.2, blur=0.1, solarize=0.2)],
     "mocov2": [dict(jitter=0.8, gray=0.2, blur=0.5, solarize=0.0)] * 2,
+    "dino": [dict(jitter=0.8, gray=0.2, blur=1.0, solarize=0.0),
+             dict(jitter=0.8, gray=0.2, blur=0.1, solarize=0.2),
+             dict(jitter=0.8, gray=0.2, blur=0.5, solarize=0.0)],
 }
-JITTER = {"byol": (0.4, 0.4, 0.2, 0.1), "mocov2": (0.4, 0.4, 0.4, 0.1)}
+JITTER = {"byol": (0.4, 0.4, 0.2, 0.1), "mocov2": (0.4, 0.4, 0.4, 0.1),
+          "dino": (0.4, 0.4, 0.2, 0.1)}
 
 
 def color_augment(image, seed, recipe: str, view: int):
+  """`view` indexes the recipe's per-view settings (the last one repeats)."""
   settings = COLOR_RECIPES[recipe]
   if settings is None:
     return image
-  p = settings[view]
+  p = settings[min(view, len(settings) - 1)]
   s = split_seed(seed, 4)
   jitter = JITTER[recipe]
   image = _apply_with_prob(lambda im, sd: color_jitter(im, sd, *jitter), image, s[0], p["jitter"])

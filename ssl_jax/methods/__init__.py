@@ -6,7 +6,8 @@ from ssl_jax.registry import Registry
 METHODS = Registry("method")
 
 # Each module registers itself on import; add a new method's module here.
-_MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2", "supervised")
+_MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2", "supervised", "dino", "ibot", "dinov2",
+            "posfield")
 
 
 def get(name: str):

@@ -4,9 +4,10 @@ One module serves every ViT method: MAE feeds only the visible tokens
 (`keep_idx`), D-MAE reads every block's attention maps and hidden states, and
 CR2PQ swaps absolute position embeddings for continuous 2D RoPE (`posemb`).
 """
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from ssl_jax.models import layers
@@ -46,6 +47,9 @@ class ViT(nn.Module):
   drop_path: float = 0.0
   posemb: str = "sincos2d"
   rope_freqs: str = "axial"     # posemb "rope": ops/rope.py FREQUENCIES
+  # "learn" only: the grid the table is stored at; other grids are bicubically
+  # resized (DINO's interpolate_pos_encoding), so local crops share it.
+  posemb_grid: Optional[Tuple[int, int]] = None
   dtype: Any = jnp.float32
 
   def setup_check(self):
@@ -54,10 +58,14 @@ class ViT(nn.Module):
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep_idx=None,
                coords=None, return_hidden: bool = False,
-               return_attn: bool = False, num_blocks: Optional[int] = None):
+               return_attn: bool = False, num_blocks: Optional[int] = None,
+               mask=None, pos=None):
     """images [B, H, W, C]; keep_idx [B, K] visible patch indices (MAE);
     coords [B, N, 2] real-valued patch coordinates for RoPE / sin-cos
-    (default: the integer grid); num_blocks runs only the first blocks."""
+    (default: the integer grid); num_blocks runs only the first blocks;
+    mask [B, N] (1 = masked): those patch embeddings become a learned
+    `mask_token` before positions are added (iBOT / DINOv2 MIM); pos [B, N, D]
+    replaces the built-in position embedding (001's sampled position field)."""
     self.setup_check()
     p = self.patch_size
     b, h, w, _ = images.shape
@@ -68,14 +76,24 @@ class ViT(nn.Module):
                 dtype=self.dtype, kernel_init=layers.dense_init,
                 name="patch_embed")(images.astype(self.dtype))
     x = x.reshape(b, gh * gw, self.width)
+    if mask is not None:
+      token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.width))
+      m = mask.astype(x.dtype)[..., None]
+      x = x * (1 - m) + token.astype(x.dtype) * m
     if coords is None:
       coords = jnp.broadcast_to(jnp.asarray(posemb_lib.grid_coords(gh, gw)), (b, gh * gw, 2))
 
-    if self.posemb == "sincos2d":
+    if pos is not None:
+      x = x + pos.astype(x.dtype)
+    elif self.posemb == "sincos2d":
       x = x + posemb_lib.sincos_2d(coords, self.width).astype(x.dtype)
     elif self.posemb == "learn":
+      th, tw = self.posemb_grid or (gh, gw)
       pe = self.param("pos_embedding", nn.initializers.normal(0.02),
-                      (1, gh * gw, self.width))
+                      (1, th * tw, self.width))
+      if (th, tw) != (gh, gw):
+        pe = jax.image.resize(pe.reshape(1, th, tw, self.width), (1, gh, gw, self.width),
+                              "bicubic", antialias=False).reshape(1, gh * gw, self.width)
       x = x + pe.astype(x.dtype)
 
     if keep_idx is not None:

@@ -39,6 +39,12 @@ def _one_block_mask(rng, grid_hw, count, min_block, max_aspect, num_blocks):
   cols = jnp.arange(w)[None, None, :]
   inside = ((rows >= top[:, None, None]) & (rows < (top + bh)[:, None, None])
             & (cols >= left[:, None, None]) & (cols < (left + bw)[:, None, None]))
+  return _union_exact(inside, count, k_rank)
+
+
+def _union_exact(inside, count, k_rank):
+  """[num_shapes, h, w] candidate shapes -> [h*w] mask with exactly `count` ones."""
+  h, w = inside.shape[1:]
   # Union of blocks in drawing order, stopping once the target is reached
   # (later blocks only count while the running union is still short).
   def add(union, block):
@@ -82,4 +88,37 @@ def block_mask_per_image_ratio(rng, batch: int, grid_hw, ratio_range, *, min_blo
   rngs = jax.random.split(k_mask, batch)
   masks = jax.vmap(lambda r, c: _one_block_mask(r, (h, w), c, min_block, max_aspect,
                                                 num_blocks))(rngs, counts)
+  return masks, ratios
+
+
+def _one_cross_mask(rng, grid_hw, count, num_crosses):
+  h, w = grid_hw
+  k_r, k_c, k_ah, k_aw, k_rank = jax.random.split(rng, 5)
+  r = jax.random.randint(k_r, (num_crosses,), 0, h)
+  c = jax.random.randint(k_c, (num_crosses,), 0, w)
+  # Arm half-lengths: 1 .. half the grid side (a 1-patch-thick "+").
+  ah = jax.random.randint(k_ah, (num_crosses,), 1, max(h // 2, 1) + 1)
+  aw = jax.random.randint(k_aw, (num_crosses,), 1, max(w // 2, 1) + 1)
+  rows = jnp.arange(h)[None, :, None]
+  cols = jnp.arange(w)[None, None, :]
+  r, c, ah, aw = (x[:, None, None] for x in (r, c, ah, aw))
+  vertical = (cols == c) & (jnp.abs(rows - r) <= ah)
+  horizontal = (rows == r) & (jnp.abs(cols - c) <= aw)
+  return _union_exact(vertical | horizontal, count, k_rank)
+
+
+def cross_mask_per_image_ratio(rng, batch: int, grid_hw, ratio_range, *, num_crosses: int = 64):
+  """Cross-wise masks of 001 Fig. 4 (its position masking): the union of
+  random 1-patch-thick crosses ("+", random centre and arm lengths) in drawing
+  order until round(ratio_b * h * w) patches, the count fixed exactly as in
+  `block_mask`. Ratio per image from `ratio_range`. Returns ([B, h*w], [B])."""
+  h, w = grid_hw
+  lo, hi = ratio_range
+  if not 0.0 <= lo <= hi < 1.0:
+    raise ValueError(f"ratio_range must satisfy 0 <= lo <= hi < 1, got {ratio_range}.")
+  k_ratio, k_mask = jax.random.split(rng)
+  ratios = jax.random.uniform(k_ratio, (batch,), minval=lo, maxval=hi)
+  counts = jnp.round(ratios * h * w).astype(jnp.int32)
+  rngs = jax.random.split(k_mask, batch)
+  masks = jax.vmap(lambda r, c: _one_cross_mask(r, (h, w), c, num_crosses))(rngs, counts)
   return masks, ratios
