@@ -5,6 +5,8 @@
   query-key normalised mutual information (001 App. A.1).
 - `attention_maps`: attention of chosen queries overlaid on real photos.
 - `spatial_corr`: spatial correlation of output feature maps (000 App. D).
+- `instance_attention`: on multi-object canvases, attention a patch puts on
+  its own instance vs the others (001 Fig. 6) and Fig. 5's NMI / distance.
 - `photos`: the sample photos the figures use.
 - `run`: the "analyze" protocol, every analysis above as PNG + JSON.
 
@@ -52,7 +54,9 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
   `config.eval.analyze`: num_images, batch_size, output_dir, references
   ({name: export path or checkpoint} compared in CKA / attention / spatial
   plots), compare_random_init (add a random-init twin as a reference),
-  map_blocks (blocks whose attention maps are drawn on the photos), photos.
+  map_blocks (blocks whose attention maps are drawn on the photos), photos,
+  canvas (instance attention and NMI / distance on Fashion-MNIST canvases:
+  {num_images, batch_size, num_items, scale, ...}; off when unset).
   """
   del mesh
   from ssl_jax.analysis import attention_maps, attention_stats, cka, spatial_corr  # pylint: disable=g-import-not-at-top
@@ -94,6 +98,11 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
       files[f"cka_{ref_name}"] = cka.save(matrix, out_dir, "encoder", ref_name)
       if matrix.shape[0] == matrix.shape[1]:
         results[f"cka_diag_vs_{ref_name}"] = float(np.mean(np.diag(matrix)))
+  if vit and a.get("canvas"):
+    from ssl_jax.analysis import instance_attention  # pylint: disable=g-import-not-at-top
+    res, files["canvas"] = instance_attention.canvas_analysis(
+        models_, images.shape[1], a.canvas, os.path.join(out_dir, "canvas"))
+    results.update(res)
   scores = {n: spatial_corr.encoder_spatial_correlation(m, batches) for n, m in models_.items()}
   files["spatial_corr"] = spatial_corr.save(scores, out_dir)
   results["spatial_corr"] = float(np.mean(scores["encoder"]))
