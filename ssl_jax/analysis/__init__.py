@@ -41,10 +41,11 @@ def returns(encoder, key: str, images, **kwargs) -> bool:
   return key in out
 
 
-def load_reference(path: str):
-  """An export folder, a timm safetensors file or an MAE / DINO `.pth`."""
+def load_reference(path: str, image_size: int = None):
+  """An export folder, a timm safetensors file or an MAE / DINO / DINOv2
+  `.pth` (position table resampled to `image_size`)."""
   from ssl_jax import interop  # pylint: disable=g-import-not-at-top
-  return interop.load_encoder(path)
+  return interop.load_encoder(path, image_size=image_size)
 
 
 def run(config, encoder, data, mesh) -> Dict[str, float]:
@@ -71,7 +72,7 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
   os.makedirs(out_dir, exist_ok=True)
   models_ = {"encoder": encoder}
   for ref_name, path in dict(a.get("references") or {}).items():
-    models_[ref_name] = load_reference(path)
+    models_[ref_name] = load_reference(path, images.shape[1])
   if a.get("compare_random_init", True):
     from ssl_jax.evaluate import random_init  # pylint: disable=g-import-not-at-top
     # "random-init", not "random_init": the eval table strips "_random_init".
