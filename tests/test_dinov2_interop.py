@@ -217,3 +217,20 @@ def test_layer_scale_is_a_vit_option():
   plain = models.build(dict(cfg, layer_scale=None, num_registers=0))
   pv = jax.eval_shape(plain.init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))
   assert "ls1" not in pv["params"]["block0"] and "register_tokens" not in pv["params"]
+
+
+def test_layer_scale_survives_the_timm_safetensors_round_trip(tmp_path, monkeypatch):
+  """train.py's timm export must keep LayerScale (timm's ls1 / ls2.gamma)."""
+  from ssl_jax.interop import timm_vit  # pylint: disable=g-import-not-at-top
+  path = _write(tmp_path, monkeypatch, _state_dict(seed=9))
+  enc = dinov2.encoder_from_checkpoint(path, num_heads=HEADS)
+  out = timm_vit.export_encoder(enc, str(tmp_path / "ls.safetensors"), image_size=GRID * P)
+  back = interop.load_encoder(out)
+  assert back.model_cfg["layer_scale"]
+  x = _images(GRID * P)
+  np.testing.assert_allclose(_tokens(back, x), _tokens(enc, x), atol=1e-6)
+  reg = dinov2.encoder_from_checkpoint(_write(tmp_path, monkeypatch, _state_dict(2), "r.pth"),
+                                       num_heads=HEADS)
+  assert not timm_vit.exportable(reg.model_cfg)
+  with pytest.raises(ValueError, match="register tokens"):
+    timm_vit.export_encoder(reg, str(tmp_path / "reg.safetensors"), image_size=GRID * P)

@@ -4,7 +4,8 @@ ViTs, and the checkpoint-file entry point of `interop.load_encoder`.
 
 The DINOv2 layout is timm's (timm_vit) plus:
 - `blocks.{i}.ls1.gamma` / `ls2.gamma`: LayerScale on both residual branches
-  (-> the ViT's `layer_scale` option, params `block{i}/ls{1,2}/gamma`);
+  (-> the ViT's `layer_scale` option, params `block{i}/ls{1,2}/gamma`; timm's
+  names too, so timm_vit maps them);
 - `register_tokens` [1, R, D] (the `_reg4` models): inserted after CLS,
   after the position embedding (-> `num_registers`);
 - `mask_token` [1, D]: used only in training (kept in `unused_keys`);
@@ -50,19 +51,16 @@ def from_dinov2(state, num_heads: Optional[int] = None):
   model_cfg, variables, extras = timm_vit.from_timm(
       sd, num_heads=num_heads or DINOV2_HEADS.get(width), posemb="learn")
   params = variables["params"]
-  for i in range(model_cfg["depth"]):
-    for n in ("ls1", "ls2"):
-      key = f"blocks.{i}.{n}.gamma"
-      if key not in sd:
-        raise KeyError(f"DINOv2 checkpoint has LayerScale in some blocks but no {key!r}.")
-      params[f"block{i}"][n] = {"gamma": np.asarray(sd[key], np.float32)}
-      extras.pop(key, None)
+  missing = [f"blocks.{i}.{n}.gamma" for i in range(model_cfg["depth"]) for n in ("ls1", "ls2")
+             if f"blocks.{i}.{n}.gamma" not in sd]
+  if missing and len(missing) < 2 * model_cfg["depth"]:
+    raise KeyError(f"DINOv2 checkpoint has LayerScale in some blocks but not {missing[:4]}.")
   reg = sd.get("register_tokens")
   if reg is not None:
     params["register_tokens"] = np.asarray(reg, np.float32)
     extras.pop("register_tokens")
-  # LayerScale's init value is irrelevant once gamma is loaded; 1.0 is the hub's.
-  model_cfg.update(layer_scale=1.0, num_registers=0 if reg is None else int(reg.shape[1]))
+  # timm_vit.from_timm took the LayerScale gammas (timm's names are DINOv2's).
+  model_cfg["num_registers"] = 0 if reg is None else int(reg.shape[1])
   grid = timm_vit._square_grid(params["pos_embedding"].shape[1])  # pylint: disable=protected-access
   timm_vit.check_tree(model_cfg, params, grid)
   return model_cfg, variables, extras
