@@ -14,8 +14,9 @@ def run(config, workdir: str):
     raise ValueError("eval mode needs --config.encoder=<pre-training workdir>/export.")
   if not config.eval.output_dir:
     config.eval.output_dir = workdir      # analysis figures land here
-  # An export folder, or a timm safetensors / official MAE or DINO .pth file.
-  encoder = interop.load_encoder(config.encoder)
+  # An export folder, or a timm safetensors / official MAE, DINO or DINOv2
+  # .pth file (its position table resampled to the evaluation image size).
+  encoder = interop.load_encoder(config.encoder, image_size=config.data.image_size)
   mesh = sharding.make_mesh(config.mesh)
   results = eval_lib.evaluate(config, encoder, mesh)
   metrics_lib.MetricsWriter(workdir).write(

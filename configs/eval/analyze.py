@@ -16,7 +16,10 @@ Add references (export folders, timm safetensors or MAE / DINO .pth):
   --config.eval.analyze.references="{'mae_b': '/ckpt/mae_pretrain_vit_base.pth'}"
 
 Expected: summary.json with attn_{distance,entropy,nmi}_{last,mean},
-spatial_corr and cka_diag_vs_*, and the figures next to it (27 s on CPU).
+spatial_corr, cka_diag_vs_* and, on 256 Fashion-MNIST canvases at the input
+size, canvas_inst_{own,other,background,contrast}_last (001 Fig. 6: own- vs
+other-instance attention of patch queries) and canvas_attn_{distance,nmi}_last
+(Fig. 5), and the figures next to it (27 s on CPU).
 002 reports that MAE lowers attention distance and entropy relative to random
 init on ImageNet. On the default job's export (1-epoch MAE ViT-Tiny, Fashion-
 MNIST) one run printed: attention distance 15.90 px (last block) vs 16.53 for
@@ -38,7 +41,9 @@ def get_config(arg: str = "cpu"):
   c.eval.max_train_examples = 256
   c.eval.analyze = dict(num_images=1024, batch_size=64, output_dir=placeholder(str), references={},
                         compare_random_init=True, map_blocks=(-1,),
-                        photos=("astronaut", "chelsea", "coffee", "rocket", "grace_hopper"))
+                        photos=("astronaut", "chelsea", "coffee", "rocket", "grace_hopper"),
+                        # 001 Fig. 5-6 on multi-object canvases (analysis/instance_attention.py)
+                        canvas=dict(num_images=256, batch_size=64))
   if arg == "cpu":
     c.eval.analyze.num_images = 256
     c.eval.max_eval_examples = 256

@@ -5,6 +5,8 @@
   query-key normalised mutual information (001 App. A.1).
 - `attention_maps`: attention of chosen queries overlaid on real photos.
 - `spatial_corr`: spatial correlation of output feature maps (000 App. D).
+- `instance_attention`: on multi-object canvases, attention a patch puts on
+  its own instance vs the others (001 Fig. 6) and Fig. 5's NMI / distance.
 - `photos`: the sample photos the figures use.
 - `run`: the "analyze" protocol, every analysis above as PNG + JSON.
 
@@ -39,10 +41,11 @@ def returns(encoder, key: str, images, **kwargs) -> bool:
   return key in out
 
 
-def load_reference(path: str):
-  """An export folder, a timm safetensors file or an MAE / DINO `.pth`."""
+def load_reference(path: str, image_size: int = None):
+  """An export folder, a timm safetensors file or an MAE / DINO / DINOv2
+  `.pth` (position table resampled to `image_size`)."""
   from ssl_jax import interop  # pylint: disable=g-import-not-at-top
-  return interop.load_encoder(path)
+  return interop.load_encoder(path, image_size=image_size)
 
 
 def run(config, encoder, data, mesh) -> Dict[str, float]:
@@ -52,7 +55,9 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
   `config.eval.analyze`: num_images, batch_size, output_dir, references
   ({name: export path or checkpoint} compared in CKA / attention / spatial
   plots), compare_random_init (add a random-init twin as a reference),
-  map_blocks (blocks whose attention maps are drawn on the photos), photos.
+  map_blocks (blocks whose attention maps are drawn on the photos), photos,
+  canvas (instance attention and NMI / distance on Fashion-MNIST canvases:
+  {num_images, batch_size, num_items, scale, ...}; off when unset).
   """
   del mesh
   from ssl_jax.analysis import attention_maps, attention_stats, cka, spatial_corr  # pylint: disable=g-import-not-at-top
@@ -67,7 +72,7 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
   os.makedirs(out_dir, exist_ok=True)
   models_ = {"encoder": encoder}
   for ref_name, path in dict(a.get("references") or {}).items():
-    models_[ref_name] = load_reference(path)
+    models_[ref_name] = load_reference(path, images.shape[1])
   if a.get("compare_random_init", True):
     from ssl_jax.evaluate import random_init  # pylint: disable=g-import-not-at-top
     # "random-init", not "random_init": the eval table strips "_random_init".
@@ -94,6 +99,11 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
       files[f"cka_{ref_name}"] = cka.save(matrix, out_dir, "encoder", ref_name)
       if matrix.shape[0] == matrix.shape[1]:
         results[f"cka_diag_vs_{ref_name}"] = float(np.mean(np.diag(matrix)))
+  if vit and a.get("canvas"):
+    from ssl_jax.analysis import instance_attention  # pylint: disable=g-import-not-at-top
+    res, files["canvas"] = instance_attention.canvas_analysis(
+        models_, images.shape[1], a.canvas, os.path.join(out_dir, "canvas"))
+    results.update(res)
   scores = {n: spatial_corr.encoder_spatial_correlation(m, batches) for n, m in models_.items()}
   files["spatial_corr"] = spatial_corr.save(scores, out_dir)
   results["spatial_corr"] = float(np.mean(scores["encoder"]))

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax.evaluate import canvas_data  # noqa: F401  registers dataset "fashion_mnist_canvas"
 from ssl_jax.evaluate import decoder_probe
 from ssl_jax.progress import Progress
 from ssl_jax.evaluate import features as features_lib
@@ -157,11 +158,12 @@ def tab6() -> Dict[str, Any]:
 
 def run(config, encoder, data, mesh) -> Dict[str, float]:
   """Protocol "dense_probe": `data` (classification EvalData) is not used; the
-  segmentation set comes from `config.eval.dense_probe.dataset`."""
+  segmentation set comes from `config.eval.dense_probe.dataset` (e.g.
+  "fashion_mnist_canvas": the multi-object canvases of canvas_data)."""
   del data
   cfg = config.eval.dense_probe
   key = (cfg.dataset, cfg.get("image_size"), cfg.get("max_train_examples"),
-         cfg.get("max_eval_examples"))
+         cfg.get("max_eval_examples"), repr(cfg.get("source_kwargs")))
   if key not in _SEG_CACHE:          # the random-init twin reuses the arrays
     _SEG_CACHE.clear()
     _SEG_CACHE[key] = segmentation_data.load(cfg)

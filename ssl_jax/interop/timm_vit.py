@@ -5,7 +5,9 @@ Names and layouts are timm's (also MAE's and DINO's `vision_transformer`):
 whose first (CLS) slot is zeros for fixed sin-cos embeddings as in MAE,
 `blocks.{i}.norm1/norm2`, the fused `blocks.{i}.attn.qkv.weight` [3D, D]
 (rows: q, k, v, each head-major), `attn.proj`, `mlp.fc1/fc2` ([out, in]
-torch Linear layout), `norm`, and an optional classifier `head`.
+torch Linear layout), `norm`, an optional classifier `head`, and LayerScale's
+`blocks.{i}.ls1.gamma` / `ls2.gamma` (timm `init_values`, DINOv2) when the
+ViT has `layer_scale`.
 
 Importing folds a non-zero CLS slot of `pos_embed` (DINO, timm's learned
 embeddings) into `cls_token`: timm adds it to the CLS token only, so the
@@ -53,6 +55,9 @@ def to_timm(params: Dict[str, Any], model_cfg: Dict[str, Any], grid: Tuple[int, 
   if posemb == "rope":
     raise ValueError("a RoPE ViT has no timm VisionTransformer equivalent; "
                      "export works for posemb sincos2d | learn | none.")
+  if model_cfg.get("num_registers"):
+    raise ValueError("timm export of register tokens is not supported (timm's reg_token "
+                     "layout differs); export a ViT with num_registers=0.")
   kernel = np.asarray(params["patch_embed"]["kernel"])          # [p, p, C, D]
   width = kernel.shape[-1]
   sd = {"patch_embed.proj.weight": a(kernel.transpose(3, 2, 0, 1)),
@@ -82,6 +87,9 @@ def to_timm(params: Dict[str, Any], model_cfg: Dict[str, Any], grid: Tuple[int, 
     for n in ("fc1", "fc2"):
       sd[t + f"mlp.{n}.weight"] = a(np.asarray(b["mlp"][n]["kernel"]).T)
       sd[t + f"mlp.{n}.bias"] = a(b["mlp"][n]["bias"])
+    for n in ("ls1", "ls2"):
+      if n in b:
+        sd[t + f"{n}.gamma"] = a(b[n]["gamma"])
   sd["norm.weight"], sd["norm.bias"] = a(params["norm"]["scale"]), a(params["norm"]["bias"])
   if head is not None:
     sd["head.weight"], sd["head.bias"] = a(np.asarray(head["kernel"]).T), a(head["bias"])
@@ -167,6 +175,9 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
            "attn": attn,
            "mlp": {n: {"kernel": f32(take(t + f"mlp.{n}.weight")).T,
                        "bias": f32(take(t + f"mlp.{n}.bias"))} for n in ("fc1", "fc2")}}
+    for n in ("ls1", "ls2"):
+      if t + f"{n}.gamma" in sd:
+        blk[n] = {"gamma": f32(take(t + f"{n}.gamma"))}
     mlp_hidden = blk["mlp"]["fc1"]["kernel"].shape[1]
     params[f"block{i}"] = blk
   if "norm.weight" in sd:
@@ -178,6 +189,8 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
   model_cfg = dict(name="vit", variant="Ti", width=int(width), depth=int(depth),
                    num_heads=int(heads), patch_size=int(patch),
                    mlp_ratio=float(mlp_hidden / width) if mlp_hidden else 4.0, posemb=posemb)
+  if "block0" in params and "ls1" in params["block0"]:
+    model_cfg["layer_scale"] = 1.0      # any value: the loaded gammas replace the init
   extras = {k: v for k, v in sd.items() if k not in used}
   bad = sorted(k for k in used if not np.isfinite(f32(sd[k])).all())
   if bad:
@@ -227,7 +240,8 @@ def load_safetensors(path: str, num_heads: Optional[int] = None):
       sd, num_heads=num_heads or ours.get("num_heads"), posemb=ours.get("posemb"))
   if ours:
     model_cfg = dict(ours, **{k: model_cfg[k] for k in ("width", "depth", "num_heads",
-                                                          "patch_size", "mlp_ratio", "posemb")})
+                                                          "patch_size", "mlp_ratio", "posemb")},
+                     layer_scale=model_cfg.get("layer_scale"))
   return model_cfg, variables, extras
 
 
@@ -268,7 +282,8 @@ def _trained_image_size(info) -> Optional[int]:
 
 def exportable(model_cfg: Dict[str, Any]) -> bool:
   """timm's VisionTransformer has an equivalent: a ViT without RoPE."""
-  return model_cfg.get("name") == "vit" and model_cfg.get("posemb", "sincos2d") != "rope"
+  return (model_cfg.get("name") == "vit" and model_cfg.get("posemb", "sincos2d") != "rope"
+          and not model_cfg.get("num_registers"))
 
 
 def export_encoder(encoder: export_lib.Encoder, path: str, image_size: int = None) -> str:
@@ -284,5 +299,6 @@ def export_encoder(encoder: export_lib.Encoder, path: str, image_size: int = Non
   grid = (size // p, size // p) if size else None
   full_cfg = dict(cfg, width=encoder.module.width, depth=encoder.module.depth,
                   num_heads=encoder.module.num_heads, patch_size=p,
-                  mlp_ratio=encoder.module.mlp_ratio, posemb=encoder.module.posemb)
+                  mlp_ratio=encoder.module.mlp_ratio, posemb=encoder.module.posemb,
+                  num_registers=getattr(encoder.module, "num_registers", 0))
   return save_safetensors(path, encoder.variables["params"], full_cfg, grid)

@@ -94,8 +94,20 @@ def _rope_trailing(x, coords, frequencies: str = "axial"):
       [x[:, :, :-n], rope.apply_rope_2d(x[:, :, -n:], coords, frequencies=frequencies)], 2)
 
 
+class LayerScale(nn.Module):
+  """Per-channel residual-branch scale (CaiT, Touvron et al. 2021, Eq. 1;
+  DINOv2's `ls1` / `ls2`, init 1e-5 in its training recipe)."""
+  init_value: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x):
+    gamma = self.param("gamma", nn.initializers.constant(self.init_value), (x.shape[-1],))
+    return x * gamma.astype(x.dtype)
+
+
 class Block(nn.Module):
-  """Pre-norm transformer block (ViT / MAE).
+  """Pre-norm transformer block (ViT / MAE); `layer_scale` (an init value)
+  scales both residual branches with LayerScale (DINOv2).
 
   Returns (x, attn, normed_input): `normed_input` is this block's first
   LayerNorm output, i.e. the normalised representation of the previous block
@@ -106,17 +118,20 @@ class Block(nn.Module):
   drop_path: float = 0.0
   dtype: Dtype = jnp.float32
   rope_freqs: str = "axial"
+  layer_scale: Optional[float] = None
 
   @nn.compact
   def __call__(self, x, *, train: bool = False, coords=None, mask=None,
                return_attn: bool = False):
     ln = lambda n: nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name=n)
     h = ln("norm1")(x)
+    scale = ((lambda n, y: LayerScale(self.layer_scale, name=n)(y)) if self.layer_scale
+             else (lambda n, y: y))
     y, attn = Attention(self.num_heads, dtype=self.dtype, rope_freqs=self.rope_freqs,
                         name="attn")(
         h, q_coords=coords, k_coords=coords, mask=mask, return_attn=return_attn)
-    x = x + DropPath(self.drop_path)(y, train)
+    x = x + DropPath(self.drop_path)(scale("ls1", y), train)
     y = Mlp(int(x.shape[-1] * self.mlp_ratio), dtype=self.dtype, name="mlp")(
         ln("norm2")(x))
-    x = x + DropPath(self.drop_path)(y, train)
+    x = x + DropPath(self.drop_path)(scale("ls2", y), train)
     return x, attn, h

@@ -50,6 +50,8 @@ class ViT(nn.Module):
   # "learn" only: the grid the table is stored at; other grids are bicubically
   # resized (DINO's interpolate_pos_encoding), so local crops share it.
   posemb_grid: Optional[Tuple[int, int]] = None
+  layer_scale: Optional[float] = None   # LayerScale init value (DINOv2: 1e-5); None: off
+  num_registers: int = 0                # DINOv2-reg register tokens, after CLS, no position
   dtype: Any = jnp.float32
 
   def setup_check(self):
@@ -102,6 +104,12 @@ class ViT(nn.Module):
 
     cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width))
     x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.width)).astype(x.dtype), x], 1)
+    if self.num_registers:    # Darcet et al. 2024: inserted after the position embedding
+      reg = self.param("register_tokens", nn.initializers.normal(1e-6),
+                       (1, self.num_registers, self.width))
+      reg = jnp.broadcast_to(reg, (b, self.num_registers, self.width)).astype(x.dtype)
+      x = jnp.concatenate([x[:, :1], reg, x[:, 1:]], 1)
+    prefix = 1 + self.num_registers
     rope_coords = coords if self.posemb == "rope" else None
 
     hidden, normed, attns = [], [], []
@@ -110,7 +118,8 @@ class ViT(nn.Module):
       x, attn, n = layers.Block(
           self.num_heads, self.mlp_ratio,
           drop_path=self.drop_path * i / max(self.depth - 1, 1),
-          dtype=self.dtype, rope_freqs=self.rope_freqs, name=f"block{i}")(
+          dtype=self.dtype, rope_freqs=self.rope_freqs, layer_scale=self.layer_scale,
+          name=f"block{i}")(
               x, train=train, coords=rope_coords, return_attn=return_attn)
       if return_hidden:
         hidden.append(x)
@@ -120,7 +129,9 @@ class ViT(nn.Module):
     out = {}
     if num_blocks is None or num_blocks == self.depth:
       x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
-    out.update(cls=x[:, 0], patch=x[:, 1:], tokens=x)
+    out.update(cls=x[:, 0], patch=x[:, prefix:], tokens=x)
+    if self.num_registers:
+      out["registers"] = x[:, 1:prefix]
     if return_hidden:
       out.update(hidden=hidden, normed=normed)
     if return_attn:
