@@ -6,6 +6,9 @@ whose first (CLS) slot is zeros for fixed sin-cos embeddings as in MAE,
 `blocks.{i}.norm1/norm2`, the fused `blocks.{i}.attn.qkv.weight` [3D, D]
 (rows: q, k, v, each head-major), `attn.proj`, `mlp.fc1/fc2` ([out, in]
 torch Linear layout), `norm`, and an optional classifier `head`.
+K > 1 prefix tokens (SemanticMIM proxies, registers) map to timm's
+`reg_tokens` [1, K-1, D] (timm `VisionTransformer(reg_tokens=K-1)`), whose
+`pos_embed` then has K zero prefix slots (timm's default, no_embed_class=False).
 
 Importing folds a non-zero CLS slot of `pos_embed` (DINO, timm's learned
 embeddings) into `cls_token`: timm adds it to the CLS token only, so the
@@ -55,6 +58,10 @@ def to_timm(params: Dict[str, Any], model_cfg: Dict[str, Any], grid: Tuple[int, 
   sd = {"patch_embed.proj.weight": a(kernel.transpose(3, 2, 0, 1)),
         "patch_embed.proj.bias": a(params["patch_embed"]["bias"]),
         "cls_token": a(params["cls_token"])}
+  num_prefix = 1
+  if "proxy_tokens" in params:
+    sd["reg_tokens"] = a(params["proxy_tokens"])
+    num_prefix += sd["reg_tokens"].shape[1]
   if posemb == "learn":
     patch_pos = np.asarray(params["pos_embedding"])[0]
   else:
@@ -63,7 +70,7 @@ def to_timm(params: Dict[str, Any], model_cfg: Dict[str, Any], grid: Tuple[int, 
                        "grid (image_size // patch_size).")
     patch_pos = (sincos_table(grid, width) if posemb == "sincos2d"
                  else np.zeros((grid[0] * grid[1], width), np.float32))
-  sd["pos_embed"] = a(np.concatenate([np.zeros((1, width)), patch_pos])[None])
+  sd["pos_embed"] = a(np.concatenate([np.zeros((num_prefix, width)), patch_pos])[None])
   depth = len([k for k in params if re.fullmatch(r"block\d+", k)])
   for i in range(depth):
     b, t = params[f"block{i}"], f"blocks.{i}."
@@ -121,8 +128,11 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
     raise ValueError(f"width {width} has no default head count; pass num_heads.")
   pos = f32(take("pos_embed"))[0]
   n_pos = pos.shape[0]
-  has_cls_slot = int(round(np.sqrt(n_pos - 1))) ** 2 == n_pos - 1
-  cls_slot, patch_pos = (pos[:1], pos[1:]) if has_cls_slot else (np.zeros((1, width)), pos)
+  regs = f32(take("reg_tokens")) if "reg_tokens" in sd else np.zeros((1, 0, width), np.float32)
+  k = 1 + regs.shape[1]                                         # prefix tokens: CLS + registers
+  has_prefix_slots = n_pos > k and int(round(np.sqrt(n_pos - k))) ** 2 == n_pos - k
+  prefix_slots, patch_pos = ((pos[:k], pos[k:]) if has_prefix_slots
+                             else (np.zeros((k, width), np.float32), pos))
   grid = _square_grid(patch_pos.shape[0])
   if posemb is None:
     posemb = ("sincos2d" if np.allclose(patch_pos, sincos_table(grid, width), atol=1e-4)
@@ -130,7 +140,9 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
 
   params = {"patch_embed": {"kernel": proj.transpose(2, 3, 1, 0),
                             "bias": f32(take("patch_embed.proj.bias"))},
-            "cls_token": f32(take("cls_token")) + cls_slot[None].astype(np.float32)}
+            "cls_token": f32(take("cls_token")) + prefix_slots[None, :1]}
+  if k > 1:
+    params["proxy_tokens"] = regs + prefix_slots[None, 1:]
   if posemb == "learn":
     params["pos_embedding"] = patch_pos[None].astype(np.float32)
   hd = width // heads
@@ -160,7 +172,8 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
     params["norm"] = {"scale": np.ones(width, np.float32), "bias": np.zeros(width, np.float32)}
   model_cfg = dict(name="vit", variant="Ti", width=int(width), depth=int(depth),
                    num_heads=int(heads), patch_size=int(patch),
-                   mlp_ratio=float(mlp_hidden / width) if mlp_hidden else 4.0, posemb=posemb)
+                   mlp_ratio=float(mlp_hidden / width) if mlp_hidden else 4.0, posemb=posemb,
+                   num_prefix=int(k))
   extras = {k: v for k, v in sd.items() if k not in used}
   check_tree(model_cfg, params, grid)
   return model_cfg, {"params": params}, extras
@@ -206,7 +219,8 @@ def load_safetensors(path: str, num_heads: Optional[int] = None):
       sd, num_heads=num_heads or ours.get("num_heads"), posemb=ours.get("posemb"))
   if ours:
     model_cfg = dict(ours, **{k: model_cfg[k] for k in ("width", "depth", "num_heads",
-                                                          "patch_size", "mlp_ratio", "posemb")})
+                                                          "patch_size", "mlp_ratio", "posemb",
+                                                          "num_prefix")})
   return model_cfg, variables, extras
 
 
@@ -253,5 +267,6 @@ def export_encoder(encoder: export_lib.Encoder, path: str, image_size: int = Non
   grid = (size // p, size // p) if size else None
   full_cfg = dict(cfg, width=encoder.module.width, depth=encoder.module.depth,
                   num_heads=encoder.module.num_heads, patch_size=p,
-                  mlp_ratio=encoder.module.mlp_ratio, posemb=encoder.module.posemb)
+                  mlp_ratio=encoder.module.mlp_ratio, posemb=encoder.module.posemb,
+                  num_prefix=encoder.module.num_prefix)
   return save_safetensors(path, encoder.variables["params"], full_cfg, grid)

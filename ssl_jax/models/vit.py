@@ -32,11 +32,15 @@ def variant_kwargs(variant: str, **overrides) -> Dict[str, Any]:
 
 
 class ViT(nn.Module):
-  """ViT with a CLS token; returns a dict of features.
+  """ViT with K prefix tokens (CLS + K-1 proxies / registers); returns a dict.
 
-  Output keys: `cls` [B, D] and `patch` [B, N, D] after the final LayerNorm;
-  `hidden` (every block's output), `normed` (every block's first-LN input,
-  the CKA representation), `attn` ([B, H, L, L] per block) on request.
+  Output keys: `cls` [B, D] (prefix token 0), `prefix` [B, K, D] and `patch`
+  [B, N, D] after the final LayerNorm; `hidden` (every block's output, prefix
+  tokens first), `normed` (every block's first-LN input, the CKA
+  representation), `attn` ([B, H, L, L] per block) on request.
+  `num_prefix` > 1 adds `proxy_tokens` [1, K-1, D] after `cls_token`
+  (SemanticMIM's [PROXY] tokens, 003 Sec. 4.1; timm's `reg_tokens` layout):
+  like CLS they carry no position embedding.
   """
   width: int = 192
   depth: int = 12
@@ -45,18 +49,24 @@ class ViT(nn.Module):
   patch_size: int = 16
   drop_path: float = 0.0
   posemb: str = "sincos2d"
+  num_prefix: int = 1
   dtype: Any = jnp.float32
 
   def setup_check(self):
     check_choice("ViT posemb", self.posemb, POSEMBS)
+    if self.num_prefix < 1:
+      raise ValueError(f"ViT num_prefix must be >= 1 (the CLS token), got {self.num_prefix}.")
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep_idx=None,
-               coords=None, return_hidden: bool = False,
+               coords=None, mask=None, return_hidden: bool = False,
                return_attn: bool = False, num_blocks: Optional[int] = None):
     """images [B, H, W, C]; keep_idx [B, K] visible patch indices (MAE);
     coords [B, N, 2] real-valued patch coordinates for RoPE / sin-cos
-    (default: the integer grid); num_blocks runs only the first blocks."""
+    (default: the integer grid); mask [B, N] (1 = masked): those patch
+    embeddings become a learned `mask_token` before position embeddings are
+    added (BEiT Sec. 2.3, SimMIM Sec. 3.1; the parameter exists once the
+    model is initialised with a mask); num_blocks runs only the first blocks."""
     self.setup_check()
     p = self.patch_size
     b, h, w, _ = images.shape
@@ -67,6 +77,9 @@ class ViT(nn.Module):
                 dtype=self.dtype, kernel_init=layers.dense_init,
                 name="patch_embed")(images.astype(self.dtype))
     x = x.reshape(b, gh * gw, self.width)
+    if mask is not None:
+      mask_token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
+      x = jnp.where(mask.astype(bool)[..., None], mask_token.astype(x.dtype), x)
     if coords is None:
       coords = jnp.broadcast_to(jnp.asarray(posemb_lib.grid_coords(gh, gw)), (b, gh * gw, 2))
 
@@ -81,8 +94,12 @@ class ViT(nn.Module):
       x = masking.gather_tokens(x, keep_idx)
       coords = masking.gather_tokens(coords, keep_idx)
 
-    cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width))
-    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.width)).astype(x.dtype), x], 1)
+    k = self.num_prefix
+    prefix = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width))
+    if k > 1:
+      proxies = self.param("proxy_tokens", nn.initializers.normal(0.02), (1, k - 1, self.width))
+      prefix = jnp.concatenate([prefix, proxies], 1)
+    x = jnp.concatenate([jnp.broadcast_to(prefix, (b, k, self.width)).astype(x.dtype), x], 1)
     rope_coords = coords if self.posemb == "rope" else None
 
     hidden, normed, attns = [], [], []
@@ -101,7 +118,7 @@ class ViT(nn.Module):
     out = {}
     if num_blocks is None or num_blocks == self.depth:
       x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
-    out.update(cls=x[:, 0], patch=x[:, 1:], tokens=x)
+    out.update(cls=x[:, 0], prefix=x[:, :k], patch=x[:, k:], tokens=x)
     if return_hidden:
       out.update(hidden=hidden, normed=normed)
     if return_attn:
