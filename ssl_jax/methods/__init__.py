@@ -6,7 +6,8 @@ from ssl_jax.registry import Registry
 METHODS = Registry("method")
 
 # Each module registers itself on import; add a new method's module here.
-_MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2")
+_MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2", "simmim", "maskfeat", "beit",
+            "semanticmim")
 
 
 def get(name: str):
