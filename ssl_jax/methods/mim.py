@@ -107,13 +107,17 @@ def init(rng, batch, config):
   constants = load_constants(config)
   enc, head = _modules(config, constants)
   images = batch["image"]
-  r_enc, r_head, r_mask = jax.random.split(rng, 3)
-  mask, _ = draw_mask(r_mask, images, config)
-  enc_params = enc.init(r_enc, images, mask=mask)["params"]
-  tokens = enc.apply({"params": enc_params}, images, mask=mask)["patch"]
-  head_params = head.init(r_head, tokens)["params"]
-  return MethodVars(params={"encoder": enc_params, "head": head_params}, state={},
-                    constants=constants)
+  r_enc, r_head = jax.random.split(rng)
+  # Any mask creates `mask_token`; an all-visible one avoids drawing masks eagerly.
+  grid = patches.grid_shape(images, config.model.patch_size)
+  mask = jnp.zeros((images.shape[0], grid[0] * grid[1]))
+
+  @jax.jit
+  def init_params(r_enc, r_head, images):
+    enc_params = enc.init(r_enc, images, mask=mask)["params"]
+    tokens = enc.apply({"params": enc_params}, images, mask=mask)["patch"]
+    return {"encoder": enc_params, "head": head.init(r_head, tokens)["params"]}
+  return MethodVars(params=init_params(r_enc, r_head, images), state={}, constants=constants)
 
 
 def loss(params, state, constants, batch, rng, step, config):

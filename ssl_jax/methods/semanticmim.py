@@ -10,6 +10,7 @@ methods/mim.py) on the mask-token outputs only (Sec. 4.1). Drop-path acts on
 both streams. Export: the image stream, a plain ViT with K prefix tokens.
 """
 import jax
+import jax.numpy as jnp
 
 from ssl_jax import models
 from ssl_jax.methods import METHODS, mim
@@ -38,13 +39,20 @@ def init(rng, batch, config):
   constants = mim.load_constants(config)
   model = build_model(config)
   images = batch["image"]
-  r_model, r_head, r_mask = jax.random.split(rng, 3)
-  visible, masked = _split(r_mask, images, config)
-  params = model.init(r_model, images, visible, masked)["params"]
-  feats = model.apply({"params": params}, images, visible, masked)["mask"]
+  r_model, r_head = jax.random.split(rng)
+  # Shapes are all init needs: the last M patches stand in for a drawn mask.
+  grid = patches.grid_shape(images, config.model.patch_size)
+  n, m = grid[0] * grid[1], mim_masks.masked_count(grid, config.mim.mask)
+  idx = jnp.broadcast_to(jnp.arange(n), (images.shape[0], n))
+  visible, masked = idx[:, :n - m], idx[:, n - m:]
   head = mim.Head(mim.target_dim(config, constants), dtype=model.dtype)
-  return MethodVars(params={"model": params, "head": head.init(r_head, feats)["params"]},
-                    state={}, constants=constants)
+
+  @jax.jit
+  def init_params(r_model, r_head, images):
+    params = model.init(r_model, images, visible, masked)["params"]
+    feats = model.apply({"params": params}, images, visible, masked)["mask"]
+    return {"model": params, "head": head.init(r_head, feats)["params"]}
+  return MethodVars(params=init_params(r_model, r_head, images), state={}, constants=constants)
 
 
 def loss(params, state, constants, batch, rng, step, config):
@@ -58,13 +66,13 @@ def loss(params, state, constants, batch, rng, step, config):
                     rngs={"dropout": r_drop})
   pred = head.apply({"params": params["head"]}, out["mask"])
   target = masking.gather_tokens(mim.make_targets(images, config, constants), masked)
-  l = mim.target_loss(config.mim.target, pred, target, jax.numpy.ones(masked.shape))
+  l = mim.target_loss(config.mim.target, pred, target, jnp.ones(masked.shape))
   return l, (scalar_metrics(mim_loss=l), state)
 
 
 def encoder(config):
   """The image stream only: a ViT with K prefix tokens (cross stream dropped)."""
-  model = build_model(config)
+  build_model(config)                       # validates config.model
   return EncoderSpec(model=dict(config.model),
                      variables=lambda params, state: {"params": params["model"]["encoder"]})
 
