@@ -1,5 +1,6 @@
 """SemanticMIM: stream separation, proxies as the only path, export, loss, devices."""
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -143,3 +144,21 @@ def test_app_c_formula_reproduces_the_papers_deltas():
   train = semanticmim_flops.paper_delta(768, l0=78, l1=8, l2=118)
   infer = semanticmim_flops.paper_delta(768, l0=196, l1=8, l2=0)
   assert round(100 * train, 1) == -2.8 and round(100 * infer, 1) == 3.7
+
+
+def test_proxy_exclusivity_maps_and_score(tmp_path):
+  from ssl_jax.analysis import proxy_exclusivity as pe  # pylint: disable=g-import-not-at-top
+  eye = np.eye(4).reshape(4, 2, 2)
+  assert pe.mean_pairwise_cosine(eye) == 0.0                      # disjoint regions
+  assert pe.mean_pairwise_cosine(np.ones((3, 2, 2))) == pytest.approx(1.0)
+  variables = {"params": _vars()["params"]["encoder"]}
+  enc = export.Encoder(models.build(dict(MODEL.vit_config())), variables, {}, {})
+  res = pe.exclusivity(enc, [IMAGES[:1], IMAGES[1:]], block=1)
+  assert res["maps"].shape == (K, 4, 4)
+  out = enc.module.apply(variables, IMAGES, return_attn=True)
+  a = np.asarray(out["attn"][1], np.float64)[:, :, :K, K:]
+  want = (a / a.sum(-1, keepdims=True)).mean((0, 1)).reshape(K, 4, 4)
+  np.testing.assert_allclose(res["maps"], want, atol=1e-6)
+  assert res["mean_pairwise_cosine"] == pytest.approx(pe.mean_pairwise_cosine(want))
+  files = pe.save(res, str(tmp_path))
+  assert os.path.getsize(files["png"]) > 0
