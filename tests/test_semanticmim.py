@@ -144,6 +144,8 @@ def test_app_c_formula_reproduces_the_papers_deltas():
   train = semanticmim_flops.paper_delta(768, l0=78, l1=8, l2=118)
   infer = semanticmim_flops.paper_delta(768, l0=196, l1=8, l2=0)
   assert round(100 * train, 1) == -2.8 and round(100 * infer, 1) == 3.7
+  # Eq. 4's key/value projections over all L1 + L2 tokens, counted in full.
+  assert round(100 * semanticmim_flops.counted_delta(768, 78, 8, 118), 1) == 2.3
 
 
 def test_proxy_exclusivity_maps_and_score(tmp_path):

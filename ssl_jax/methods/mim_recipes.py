@@ -51,7 +51,8 @@ def build(method: str, size: str, mim: dict, num_prefix: int = 1, in1k_recipe: s
     c.eval.protocols = ()
     return c
   if size == "cpu":
-    c.model = dict(name="vit", variant="Ti", num_heads=12, patch_size=4, num_prefix=num_prefix,
+    c.model = dict(name="vit", variant="Ti", width=192, depth=12, num_heads=12, patch_size=4,
+                   num_prefix=num_prefix,
                    drop_path=0.0)
     c.eval.block = 6                      # 003 Sec. 4.2: the 7th of 12 blocks
     c.eval.feature = "cls"
