@@ -145,7 +145,7 @@ def test_dinov2_checkpoint_features_match_the_reference(tmp_path, monkeypatch, r
   path = _write(tmp_path, monkeypatch, sd)
   monkeypatch.setitem(dinov2.DINOV2_HEADS, D, HEADS)       # width 32 -> 4 heads, as 384 -> 6
   enc = interop.load_encoder(path, image_size=GRID * P)    # the checkpoint's own grid
-  assert enc.model_cfg["layer_scale"] and enc.model_cfg["num_registers"] == registers
+  assert enc.model_cfg["layer_scale"] and enc.model_cfg["num_prefix"] == 1 + registers
   assert "mask_token" in enc.info["unused_keys"] and "pos_embed_grid" not in enc.info
   p = enc.variables["params"]
   np.testing.assert_array_equal(p["pos_embedding"][0], sd["pos_embed"][0, 1:])
@@ -157,7 +157,7 @@ def test_dinov2_checkpoint_features_match_the_reference(tmp_path, monkeypatch, r
   assert out["patch"].shape == (2, GRID * GRID, D)                 # registers are not patches
   np.testing.assert_allclose(np.asarray(out["cls"]), ref[:, 0], atol=2e-4)
   if registers:
-    assert out["registers"].shape == (2, registers, D)
+    assert out["prefix"][:, 1:].shape == (2, registers, D)
   # Dropping LayerScale changes the features: the test sees it.
   no_ls = dinov2_forward({k: v for k, v in sd.items() if ".ls" not in k}, x, sd["pos_embed"][0, 1:])
   assert np.abs(no_ls - ref).max() > 1e-2
@@ -206,17 +206,17 @@ def test_chunked_blocks_and_swiglu(tmp_path, monkeypatch):
 
 def test_layer_scale_is_a_vit_option():
   cfg = dict(name="vit", width=16, depth=1, num_heads=2, patch_size=4, layer_scale=1e-5,
-             num_registers=2)
+             num_prefix=3)
   module = models.build(cfg)
   v = jax.eval_shape(module.init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))
   blk = v["params"]["block0"]
   assert blk["ls1"]["gamma"].shape == (16,) and blk["ls2"]["gamma"].shape == (16,)
-  assert v["params"]["register_tokens"].shape == (1, 2, 16)
+  assert v["params"]["proxy_tokens"].shape == (1, 2, 16)
   real = jax.jit(module.init)(jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))
   np.testing.assert_allclose(real["params"]["block0"]["ls1"]["gamma"], 1e-5)
-  plain = models.build(dict(cfg, layer_scale=None, num_registers=0))
+  plain = models.build(dict(cfg, layer_scale=None, num_prefix=1))
   pv = jax.eval_shape(plain.init, jax.random.PRNGKey(0), np.zeros((1, 8, 8, 3), np.float32))
-  assert "ls1" not in pv["params"]["block0"] and "register_tokens" not in pv["params"]
+  assert "ls1" not in pv["params"]["block0"] and "proxy_tokens" not in pv["params"]
 
 
 def test_layer_scale_survives_the_timm_safetensors_round_trip(tmp_path, monkeypatch):
@@ -231,6 +231,7 @@ def test_layer_scale_survives_the_timm_safetensors_round_trip(tmp_path, monkeypa
   np.testing.assert_allclose(_tokens(back, x), _tokens(enc, x), atol=1e-6)
   reg = dinov2.encoder_from_checkpoint(_write(tmp_path, monkeypatch, _state_dict(2), "r.pth"),
                                        num_heads=HEADS)
-  assert not timm_vit.exportable(reg.model_cfg)
-  with pytest.raises(ValueError, match="register tokens"):
-    timm_vit.export_encoder(reg, str(tmp_path / "reg.safetensors"), image_size=GRID * P)
+  # Registers are prefix tokens: timm's `reg_tokens` layout round-trips them.
+  assert timm_vit.exportable(reg.model_cfg)
+  out = timm_vit.export_encoder(reg, str(tmp_path / "reg.safetensors"), image_size=GRID * P)
+  np.testing.assert_allclose(_tokens(interop.load_encoder(out), x), _tokens(reg, x), atol=1e-6)

@@ -66,7 +66,15 @@ def timm_forward(sd, images, heads):
   x = images.transpose(0, 3, 1, 2).reshape(b, c, h // p, p, wd // p, p)
   x = x.transpose(0, 2, 4, 1, 3, 5).reshape(b, -1, c * p * p)
   x = x @ w.reshape(d, -1).T + sd["patch_embed.proj.bias"]
-  x = np.concatenate([np.broadcast_to(sd["cls_token"], (b, 1, d)), x], 1) + sd["pos_embed"]
+  # timm _pos_embed: [cls, reg_tokens..., patches]; pos_embed covers the
+  # prefix slots too unless it has only the N patch slots (no_embed_class).
+  prefix = [sd["cls_token"]] + ([sd["reg_tokens"]] if "reg_tokens" in sd else [])
+  prefix = np.concatenate([np.broadcast_to(t, (b,) + t.shape[1:]) for t in prefix], 1)
+  if sd["pos_embed"].shape[1] == x.shape[1]:
+    x = x + sd["pos_embed"]
+  x = np.concatenate([prefix, x], 1)
+  if sd["pos_embed"].shape[1] == x.shape[1]:
+    x = x + sd["pos_embed"]
   i = 0
   while f"blocks.{i}.norm1.weight" in sd:
     t = f"blocks.{i}."

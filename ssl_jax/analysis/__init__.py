@@ -88,6 +88,11 @@ def run(config, encoder, data, mesh) -> Dict[str, float]:
       results[f"attn_{k}_last"] = float(np.mean(stats["encoder"][k][-1]))
       results[f"attn_{k}_mean"] = float(np.mean(stats["encoder"][k]))
     mean, std = segmentation_data.pixel_stats(config, data)
+    if getattr(encoder.module, "num_prefix", 1) > 1:          # SemanticMIM proxies (003 Fig. 9)
+      from ssl_jax.analysis import proxy_exclusivity  # pylint: disable=g-import-not-at-top
+      excl = proxy_exclusivity.exclusivity(encoder, batches)
+      files["proxy_exclusivity"] = proxy_exclusivity.save(excl, out_dir)
+      results["proxy_mean_pairwise_cosine"] = excl["mean_pairwise_cosine"]
     files["attention_maps"] = attention_maps.save_photo_maps(
         encoder, out_dir, images.shape[1], mean, std, tuple(a.get("map_blocks", (-1,))),
         tuple(a.get("photos", attention_maps.photos_lib.PHOTOS)))

@@ -7,7 +7,7 @@ from ssl_jax import sharding
 from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
-FEATURES = ("cls", "mean", "patch")
+FEATURES = ("cls", "mean", "patch", "proxy_mean")
 
 
 def select(out, feature: str, block: int = -1):
@@ -15,18 +15,25 @@ def select(out, feature: str, block: int = -1):
 
   block -1: the final (normed) output; block k >= 0: the raw output of the
   k-th block (0-based; SemanticMIM probes the 7th block, i.e. k = 6).
+  "cls" is prefix token 0; "proxy_mean" averages all K prefix tokens (CLS +
+  SemanticMIM proxies / registers); "mean" averages the patch tokens only.
   """
   check_choice("eval feature", feature, FEATURES)
+  prefix = out.get("prefix")
   if block != -1:
     if "hidden" not in out:
       raise ValueError("block-wise features need an encoder that returns `hidden` (a ViT).")
     tokens = out["hidden"][block]
-    cls, patch = tokens[:, 0], tokens[:, 1:]
+    k = prefix.shape[1] if prefix is not None else tokens.shape[1] - out["patch"].shape[1]
+    cls, prefix, patch = tokens[:, 0], tokens[:, :k], tokens[:, k:]
   else:
     cls, patch = out.get("cls"), out["patch"]
-  if feature == "cls":
+  if feature in ("cls", "proxy_mean"):
     if cls is None:
-      raise ValueError("this encoder has no CLS token; use eval.feature='mean'.")
+      raise ValueError(f"this encoder has no prefix (CLS) token for eval.feature={feature!r}; "
+                       "use eval.feature='mean'.")
+    if feature == "proxy_mean":
+      return cls if prefix is None else prefix.mean(axis=1)
     return cls
   if feature == "mean":
     return patch.mean(axis=1)

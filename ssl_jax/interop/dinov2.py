@@ -7,7 +7,8 @@ The DINOv2 layout is timm's (timm_vit) plus:
   (-> the ViT's `layer_scale` option, params `block{i}/ls{1,2}/gamma`; timm's
   names too, so timm_vit maps them);
 - `register_tokens` [1, R, D] (the `_reg4` models): inserted after CLS,
-  after the position embedding (-> `num_registers`);
+  after the position embedding (-> the ViT's prefix tokens: `proxy_tokens`,
+  `num_prefix` = 1 + R, the layout SemanticMIM's proxies share);
 - `mask_token` [1, D]: used only in training (kept in `unused_keys`);
 - `pos_embed` for a 37x37 grid (518 px, patch 14), CLS slot first: the CLS
   slot is folded into `cls_token` (timm_vit), the patch table is resampled
@@ -57,10 +58,10 @@ def from_dinov2(state, num_heads: Optional[int] = None):
     raise KeyError(f"DINOv2 checkpoint has LayerScale in some blocks but not {missing[:4]}.")
   reg = sd.get("register_tokens")
   if reg is not None:
-    params["register_tokens"] = np.asarray(reg, np.float32)
+    params["proxy_tokens"] = np.asarray(reg, np.float32)
     extras.pop("register_tokens")
   # timm_vit.from_timm took the LayerScale gammas (timm's names are DINOv2's).
-  model_cfg["num_registers"] = 0 if reg is None else int(reg.shape[1])
+  model_cfg["num_prefix"] = 1 + (0 if reg is None else int(reg.shape[1]))
   grid = timm_vit._square_grid(params["pos_embedding"].shape[1])  # pylint: disable=protected-access
   timm_vit.check_tree(model_cfg, params, grid)
   return model_cfg, variables, extras
@@ -96,7 +97,7 @@ def resize_to(model_cfg, variables, image_size: Union[int, Sequence[int]]):
   dst = (hw[0] // p, hw[1] // p)
   if tuple(src) == dst:
     return variables, None
-  mode = "antialias" if model_cfg.get("num_registers") else "dino"
+  mode = "antialias" if model_cfg.get("num_prefix", 1) > 1 else "dino"   # the reg4 hub entries
   table = pos_embed.resample(np.asarray(params["pos_embedding"][0]), src, dst, mode)
   new = dict(params, pos_embedding=table[None])
   return dict(variables, params=new), (src, dst)

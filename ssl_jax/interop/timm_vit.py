@@ -8,6 +8,9 @@ whose first (CLS) slot is zeros for fixed sin-cos embeddings as in MAE,
 torch Linear layout), `norm`, an optional classifier `head`, and LayerScale's
 `blocks.{i}.ls1.gamma` / `ls2.gamma` (timm `init_values`, DINOv2) when the
 ViT has `layer_scale`.
+K > 1 prefix tokens (SemanticMIM proxies, DINOv2 registers) map to timm's
+`reg_tokens` [1, K-1, D] (timm `VisionTransformer(reg_tokens=K-1)`), whose
+`pos_embed` then has K zero prefix slots (timm's default, no_embed_class=False).
 
 Importing folds a non-zero CLS slot of `pos_embed` (DINO, timm's learned
 embeddings) into `cls_token`: timm adds it to the CLS token only, so the
@@ -55,14 +58,15 @@ def to_timm(params: Dict[str, Any], model_cfg: Dict[str, Any], grid: Tuple[int, 
   if posemb == "rope":
     raise ValueError("a RoPE ViT has no timm VisionTransformer equivalent; "
                      "export works for posemb sincos2d | learn | none.")
-  if model_cfg.get("num_registers"):
-    raise ValueError("timm export of register tokens is not supported (timm's reg_token "
-                     "layout differs); export a ViT with num_registers=0.")
   kernel = np.asarray(params["patch_embed"]["kernel"])          # [p, p, C, D]
   width = kernel.shape[-1]
   sd = {"patch_embed.proj.weight": a(kernel.transpose(3, 2, 0, 1)),
         "patch_embed.proj.bias": a(params["patch_embed"]["bias"]),
         "cls_token": a(params["cls_token"])}
+  num_prefix = 1
+  if "proxy_tokens" in params:
+    sd["reg_tokens"] = a(params["proxy_tokens"])
+    num_prefix += sd["reg_tokens"].shape[1]
   if posemb == "learn":
     patch_pos = np.asarray(params["pos_embedding"])[0]
   else:
@@ -71,7 +75,7 @@ def to_timm(params: Dict[str, Any], model_cfg: Dict[str, Any], grid: Tuple[int, 
                        "grid (image_size // patch_size).")
     patch_pos = (sincos_table(grid, width) if posemb == "sincos2d"
                  else np.zeros((grid[0] * grid[1], width), np.float32))
-  sd["pos_embed"] = a(np.concatenate([np.zeros((1, width)), patch_pos])[None])
+  sd["pos_embed"] = a(np.concatenate([np.zeros((num_prefix, width)), patch_pos])[None])
   depth = len([k for k in params if re.fullmatch(r"block\d+", k)])
   for i in range(depth):
     b, t = params[f"block{i}"], f"blocks.{i}."
@@ -138,8 +142,11 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
     raise ValueError(f"pos_embed has shape {pos.shape}; expected [1, tokens, {width}].")
   pos = pos[0]
   n_pos = pos.shape[0]
-  has_cls_slot = int(round(np.sqrt(n_pos - 1))) ** 2 == n_pos - 1
-  cls_slot, patch_pos = (pos[:1], pos[1:]) if has_cls_slot else (np.zeros((1, width)), pos)
+  regs = f32(take("reg_tokens")) if "reg_tokens" in sd else np.zeros((1, 0, width), np.float32)
+  k = 1 + regs.shape[1]                                         # prefix tokens: CLS + registers
+  has_prefix_slots = n_pos > k and int(round(np.sqrt(n_pos - k))) ** 2 == n_pos - k
+  prefix_slots, patch_pos = ((pos[:k], pos[k:]) if has_prefix_slots
+                             else (np.zeros((k, width), np.float32), pos))
   grid = _square_grid(patch_pos.shape[0])
   fixed = {"sincos2d": sincos_table(grid, width), "none": np.zeros_like(patch_pos)}
   if posemb is None:
@@ -152,7 +159,9 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
 
   params = {"patch_embed": {"kernel": proj.transpose(2, 3, 1, 0),
                             "bias": f32(take("patch_embed.proj.bias"))},
-            "cls_token": f32(take("cls_token")) + cls_slot[None].astype(np.float32)}
+            "cls_token": f32(take("cls_token")) + prefix_slots[None, :1]}
+  if k > 1:
+    params["proxy_tokens"] = regs + prefix_slots[None, 1:]
   if posemb == "learn":
     params["pos_embedding"] = patch_pos[None].astype(np.float32)
   hd = width // heads
@@ -188,7 +197,8 @@ def from_timm(state: Dict[str, np.ndarray], num_heads: Optional[int] = None,
     params["norm"] = {"scale": np.ones(width, np.float32), "bias": np.zeros(width, np.float32)}
   model_cfg = dict(name="vit", variant="Ti", width=int(width), depth=int(depth),
                    num_heads=int(heads), patch_size=int(patch),
-                   mlp_ratio=float(mlp_hidden / width) if mlp_hidden else 4.0, posemb=posemb)
+                   mlp_ratio=float(mlp_hidden / width) if mlp_hidden else 4.0, posemb=posemb,
+                   num_prefix=int(k))
   if "block0" in params and "ls1" in params["block0"]:
     model_cfg["layer_scale"] = 1.0      # any value: the loaded gammas replace the init
   extras = {k: v for k, v in sd.items() if k not in used}
@@ -240,7 +250,8 @@ def load_safetensors(path: str, num_heads: Optional[int] = None):
       sd, num_heads=num_heads or ours.get("num_heads"), posemb=ours.get("posemb"))
   if ours:
     model_cfg = dict(ours, **{k: model_cfg[k] for k in ("width", "depth", "num_heads",
-                                                          "patch_size", "mlp_ratio", "posemb")},
+                                                          "patch_size", "mlp_ratio", "posemb",
+                                                          "num_prefix")},
                      layer_scale=model_cfg.get("layer_scale"))
   return model_cfg, variables, extras
 
@@ -282,8 +293,7 @@ def _trained_image_size(info) -> Optional[int]:
 
 def exportable(model_cfg: Dict[str, Any]) -> bool:
   """timm's VisionTransformer has an equivalent: a ViT without RoPE."""
-  return (model_cfg.get("name") == "vit" and model_cfg.get("posemb", "sincos2d") != "rope"
-          and not model_cfg.get("num_registers"))
+  return model_cfg.get("name") == "vit" and model_cfg.get("posemb", "sincos2d") != "rope"
 
 
 def export_encoder(encoder: export_lib.Encoder, path: str, image_size: int = None) -> str:
@@ -300,5 +310,5 @@ def export_encoder(encoder: export_lib.Encoder, path: str, image_size: int = Non
   full_cfg = dict(cfg, width=encoder.module.width, depth=encoder.module.depth,
                   num_heads=encoder.module.num_heads, patch_size=p,
                   mlp_ratio=encoder.module.mlp_ratio, posemb=encoder.module.posemb,
-                  num_registers=getattr(encoder.module, "num_registers", 0))
+                  num_prefix=encoder.module.num_prefix)
   return save_safetensors(path, encoder.variables["params"], full_cfg, grid)

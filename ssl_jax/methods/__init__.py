@@ -7,7 +7,7 @@ METHODS = Registry("method")
 
 # Each module registers itself on import; add a new method's module here.
 _MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2", "supervised", "dino", "ibot", "dinov2",
-            "posfield")
+            "posfield", "simmim", "maskfeat", "beit", "semanticmim")
 
 
 def get(name: str):

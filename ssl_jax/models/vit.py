@@ -33,11 +33,16 @@ def variant_kwargs(variant: str, **overrides) -> Dict[str, Any]:
 
 
 class ViT(nn.Module):
-  """ViT with a CLS token; returns a dict of features.
+  """ViT with K prefix tokens (CLS + K-1 proxies / registers); returns a dict.
 
-  Output keys: `cls` [B, D] and `patch` [B, N, D] after the final LayerNorm;
-  `hidden` (every block's output), `normed` (every block's first-LN input,
-  the CKA representation), `attn` ([B, H, L, L] per block) on request.
+  Output keys: `cls` [B, D] (prefix token 0), `prefix` [B, K, D] and `patch`
+  [B, N, D] after the final LayerNorm; `hidden` (every block's output, prefix
+  tokens first), `normed` (every block's first-LN input, the CKA
+  representation), `attn` ([B, H, L, L] per block) on request.
+  `num_prefix` > 1 adds `proxy_tokens` [1, K-1, D] after `cls_token`:
+  SemanticMIM's [PROXY] tokens (003 Sec. 4.1) and DINOv2's register tokens
+  (Darcet et al. 2024) alike; timm's `reg_tokens` layout. Like CLS they are
+  added after the position embedding and carry none.
   """
   width: int = 192
   depth: int = 12
@@ -51,11 +56,13 @@ class ViT(nn.Module):
   # resized (DINO's interpolate_pos_encoding), so local crops share it.
   posemb_grid: Optional[Tuple[int, int]] = None
   layer_scale: Optional[float] = None   # LayerScale init value (DINOv2: 1e-5); None: off
-  num_registers: int = 0                # DINOv2-reg register tokens, after CLS, no position
+  num_prefix: int = 1                   # CLS + (K-1) proxy / register tokens
   dtype: Any = jnp.float32
 
   def setup_check(self):
     check_choice("ViT posemb", self.posemb, POSEMBS)
+    if self.num_prefix < 1:
+      raise ValueError(f"ViT num_prefix must be >= 1 (the CLS token), got {self.num_prefix}.")
 
   @nn.compact
   def __call__(self, images, *, train: bool = False, keep_idx=None,
@@ -66,7 +73,9 @@ class ViT(nn.Module):
     coords [B, N, 2] real-valued patch coordinates for RoPE / sin-cos
     (default: the integer grid); num_blocks runs only the first blocks;
     mask [B, N] (1 = masked): those patch embeddings become a learned
-    `mask_token` before positions are added (iBOT / DINOv2 MIM); pos [B, N, D]
+    `mask_token` before positions are added (BEiT Sec. 2.3, SimMIM Sec. 3.1,
+    iBOT / DINOv2 MIM; the parameter exists once the model is initialised
+    with a mask); pos [B, N, D]
     replaces the built-in position embedding (001's sampled position field)."""
     self.setup_check()
     p = self.patch_size
@@ -79,7 +88,8 @@ class ViT(nn.Module):
                 name="patch_embed")(images.astype(self.dtype))
     x = x.reshape(b, gh * gw, self.width)
     if mask is not None:
-      token = self.param("mask_token", nn.initializers.zeros, (1, 1, self.width))
+      # BEiT / SimMIM draw it from N(0, 0.02); iBOT / DINOv2 start at zeros.
+      token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
       m = mask.astype(x.dtype)[..., None]
       x = x * (1 - m) + token.astype(x.dtype) * m
     if coords is None:
@@ -102,14 +112,12 @@ class ViT(nn.Module):
       x = masking.gather_tokens(x, keep_idx)
       coords = masking.gather_tokens(coords, keep_idx)
 
-    cls = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width))
-    x = jnp.concatenate([jnp.broadcast_to(cls, (b, 1, self.width)).astype(x.dtype), x], 1)
-    if self.num_registers:    # Darcet et al. 2024: inserted after the position embedding
-      reg = self.param("register_tokens", nn.initializers.normal(1e-6),
-                       (1, self.num_registers, self.width))
-      reg = jnp.broadcast_to(reg, (b, self.num_registers, self.width)).astype(x.dtype)
-      x = jnp.concatenate([x[:, :1], reg, x[:, 1:]], 1)
-    prefix = 1 + self.num_registers
+    k = self.num_prefix
+    prefix = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, self.width))
+    if k > 1:
+      proxies = self.param("proxy_tokens", nn.initializers.normal(0.02), (1, k - 1, self.width))
+      prefix = jnp.concatenate([prefix, proxies], 1)
+    x = jnp.concatenate([jnp.broadcast_to(prefix, (b, k, self.width)).astype(x.dtype), x], 1)
     rope_coords = coords if self.posemb == "rope" else None
 
     hidden, normed, attns = [], [], []
@@ -129,9 +137,7 @@ class ViT(nn.Module):
     out = {}
     if num_blocks is None or num_blocks == self.depth:
       x = nn.LayerNorm(epsilon=1e-6, dtype=self.dtype, name="norm")(x)
-    out.update(cls=x[:, 0], patch=x[:, prefix:], tokens=x)
-    if self.num_registers:
-      out["registers"] = x[:, 1:prefix]
+    out.update(cls=x[:, 0], prefix=x[:, :k], patch=x[:, k:], tokens=x)
     if return_hidden:
       out.update(hidden=hidden, normed=normed)
     if return_attn:
