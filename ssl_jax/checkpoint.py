@@ -89,7 +89,9 @@ class Checkpointer:
       self._guard(self.manager.check_for_errors, self._saving)
 
   def save(self, step: int, state, data_position: dict):
-    self.poll()
+    # Orbax waits for the previous save here anyway; doing it first blames
+    # a failure on the step whose save failed.
+    self.wait()
     self._saving = step
     self._guard(lambda: self.manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_position))), step)

@@ -10,6 +10,7 @@ prints one line `ssl_jax: error: ...` and exits 1; `--debug` or
 SSL_JAX_DEBUG=1 adds the traceback.
 """
 import json
+import logging as std_logging
 import os
 import sys
 import traceback
@@ -60,6 +61,26 @@ def _parse_flags(argv):
           e, argv)
 
 
+def _quiet_background_noise():
+  """After a failed async save (disk full) Orbax logs every writer thread's
+  traceback and tensorstore prints "Event loop is closed" for callbacks of
+  the aborted save; the one-line CheckpointSaveError covers them all.
+  `--debug` keeps them."""
+  class _NoOrbaxTracebacks(std_logging.Filter):
+    def filter(self, record):
+      if record.exc_info and "/orbax/" in (record.pathname or ""):
+        record.exc_info, record.exc_text = None, None
+      return True
+  logging.get_absl_handler().addFilter(_NoOrbaxTracebacks())
+  previous = sys.excepthook
+
+  def hook(kind, value, tb):
+    if kind is RuntimeError and str(value) == "Event loop is closed":
+      return
+    previous(kind, value, tb)
+  sys.excepthook = hook
+
+
 def _user_errors():
   """Exceptions that mean "fix a setting or a file", not "a bug here"."""
   from ssl_jax import checkpoint, train  # pylint: disable=g-import-not-at-top
@@ -76,6 +97,8 @@ def main(argv):
     jax.distributed.initialize()
   config, workdir = _CONFIG.value, _WORKDIR.value
   logging.set_verbosity(logging.WARNING)   # Orbax is chatty at INFO
+  if not _debug():
+    _quiet_background_noise()
   import jax  # pylint: disable=g-import-not-at-top
   try:
     config_check.check(config, MODES, jax.device_count())
