@@ -13,7 +13,9 @@ Command (the default job: embedded Fashion-MNIST, CPU-sized):
 ImageNet, the paper's teacher is a frozen pre-trained encoder (Tab. 4; Tab. 1's
 ViT-S numbers equal Tab. 4's DINO ResNet-50 row):
   python -m ssl_jax.main --config configs/cr2pq.py:vit_small_in1k --workdir gs://.../cr2pq_s \
-      --config.data.manual_dir=/data/imagenet --config.cr2pq.teacher_path=/path/to/export
+      --config.data.manual_dir=/data/imagenet --config.cr2pq.teacher_path=/path/to/dino_resnet50_pretrain.pth
+  (the teacher: an ssl_jax export folder, a timm / MAE / DINO ViT file, or a torchvision-layout
+  ResNet-50 .pth such as DINO's or a converted SimCLR one, read by ssl_jax.interop.load_encoder)
   (or --config.cr2pq.teacher=ema | pixels, the other rows of Tab. 4).
 Tab. 6 ablation: --config.cr2pq.pos_encoding=rope_discrete | sincos_continuous |
 learnable | sincos_discrete.

@@ -9,8 +9,8 @@ token of B (Eq. 10). No correspondence is mined: crops may contain, overlap or
 miss each other.
 
 Teachers (Tab. 4, `cr2pq.teacher`): "ema" (momentum copy of the student, in
-`state`), "frozen" (an ssl_jax export or a timm / MAE / DINO checkpoint, in
-`constants`; ViT or CNN) and
+`state`), "frozen" (an ssl_jax export, a timm / MAE / DINO ViT checkpoint or a
+torchvision-layout DINO / SimCLR ResNet-50 `.pth`, in `constants`) and
 "pixels" (patchified view B). The query grid K_B is the teacher's token grid
 (Sec. 4.2: 7x7 for a ResNet-50 teacher), unless `cr2pq.query_grid` asks for
 another, to which the teacher's tokens are resampled.
@@ -192,7 +192,8 @@ def _teacher_path(config):
   path = config.cr2pq.get("teacher_path")
   if not path:
     raise ValueError("cr2pq.teacher='frozen' needs cr2pq.teacher_path: the `export` folder "
-                     "of a pre-training run or a timm / MAE / DINO checkpoint file (004 "
+                     "of a pre-training run, a timm / MAE / DINO ViT checkpoint file or a "
+                     "torchvision-layout ResNet-50 .pth (DINO / SimCLR; 004 "
                      "Tab. 4 uses DINO / MAE / iBOT / SimCLR "
                      "encoders). Or pick cr2pq.teacher from: " + ", ".join(TEACHERS.names()))
   return path
