@@ -102,7 +102,8 @@ def test_rope_freqs_option_reaches_the_encoder_and_the_queries():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
   variables = jax.jit(enc.init)(jax.random.PRNGKey(0), x)
   axial = models.build(dict(cr2pq.encoder_model(c), rope_freqs="axial"))
-  diff = jnp.abs(enc.apply(variables, x)["patch"] - axial.apply(variables, x)["patch"]).max()
+  feats = lambda m: jax.jit(m.apply)(variables, x)["patch"]
+  diff = jnp.abs(feats(enc) - feats(axial)).max()
   assert float(diff) > 1e-3
   c.cr2pq.rope_freqs = "paper"
   with pytest.raises(ValueError, match="axial, cr2pq"):

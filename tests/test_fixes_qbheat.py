@@ -14,8 +14,8 @@ CORNER_LAYOUT = qb.Layout(centre=jnp.array([False] * 4), corner=jnp.array([0, 1,
 def _linear_models(dim=96, seed=0):
   """A1, B1 at the paper's init scale and the head's perturbation matrices."""
   lm = qbheat.LinearModels(dim, 2, qbheat.SCALE_STEPS["corner"])
-  params = lm.init(jax.random.PRNGKey(seed))["params"]
-  return params, lm.apply({"params": params})
+  params = jax.jit(lm.init)(jax.random.PRNGKey(seed))["params"]
+  return params, jax.jit(lm.apply)({"params": params})
 
 
 def test_direction_perturbations_are_the_matrices_minus_identity():
@@ -33,7 +33,7 @@ def test_bf16_features_are_extended_by_dx_a_z_in_float32():
   params, deltas = _linear_models()
   a = np.asarray(params["A1"], np.float64)
   z = jax.random.normal(jax.random.PRNGKey(1), (4, 4, 4, 96)).astype(jnp.bfloat16)
-  full = qbheat.predict_full_map(z, {"corner": deltas}, CORNER_LAYOUT)
+  full = jax.jit(qbheat.predict_full_map)(z, {"corner": deltas}, CORNER_LAYOUT)
   assert full.dtype == jnp.float32
   z64 = np.asarray(z.astype(jnp.float32), np.float64)
   # Sample 0's visible quarter is the top-left one: its right neighbour is +x.
