@@ -72,9 +72,9 @@ def relative_coordinates(box_a, box_b, grid_a, grid_b, anchor: str = "centre"):
   (anchor "centre") or its top-left corner in the original image ("corner",
   Eq. 4 / Listing 1 literally; differs by (scale - 1) / 2 patches). A patch of
   a flipped view covers the mirrored pixels, so with "corner" its point is
-  the patch's *right* edge in view coordinates (fraction 1 - 0 of the signed
-  step); view A's integer grid is anchored the same way. A flipped crop's
-  coordinates are then the mirrored unflipped ones for both anchors.
+  the patch's *right* edge in view coordinates (fraction 1, not 0, of its
+  signed extent); view A's integer grid is anchored the same way. A flipped
+  crop's coordinates are then the mirrored unflipped ones for both anchors.
   """
   check_choice("CR2PQ coordinate anchor", anchor, COORD_ANCHORS)
   (ga_h, ga_w), (gb_h, gb_w) = _pair(grid_a), _pair(grid_b)
