@@ -105,3 +105,20 @@ def test_report_over_checkpoints_writes_trend_json_and_png(tmp_path):
   assert saved["control"]["rank"][0] == 16.0
   for name in ("qbheat_spectra.png", "qbheat_fig7.png"):
     assert (tmp_path / "out" / name).stat().st_size > 5000
+
+
+def test_bf16_qbheat_loss_traces_with_a_float32_full_map():
+  """The whole head under compute_dtype=bfloat16 (traced only): the float32
+  extension feeds the bf16 decoder without dtype errors."""
+  from ssl_jax import config_defaults  # pylint: disable=g-import-not-at-top
+  c = config_defaults.base_config()
+  c.method, c.compute_dtype = "qbheat", "bfloat16"
+  c.model = dict(name="mobile_former", variant="tiny", depth=2)
+  c.qbheat = dict(position="mixed", num_explicit=2, predictor_dim=16,
+                  decoder=dict(depth=1, num_heads=2), norm_pix_loss=True)
+  batch = {"image": jnp.zeros((4, 32, 32, 3))}
+  v = jax.eval_shape(lambda b: qbheat.init(jax.random.PRNGKey(0), b, c), batch)
+  assert v.params["head"]["linear_corner"]["A1"].dtype == jnp.float32
+  loss, _ = jax.eval_shape(lambda p, s, b: qbheat.loss(p, s, {}, b, jax.random.PRNGKey(1), 0, c),
+                           v.params, v.state, batch)
+  assert loss.dtype == jnp.float32 and loss.shape == ()
