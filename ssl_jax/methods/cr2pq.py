@@ -321,8 +321,17 @@ def init(rng, batch, config):
                     state=state, constants=constants)
 
 
-def loss(params, state, constants, batch, rng, step, config):
-  del step
+def swap_views(batch):
+  """The batch with views A and B exchanged (boxes and flips with them)."""
+  out = dict(batch)
+  for k in ("view", "box", "flip"):
+    if f"{k}_a" in batch:
+      out[f"{k}_a"], out[f"{k}_b"] = batch[f"{k}_b"], batch[f"{k}_a"]
+  return out
+
+
+def _directional_losses(params, state, constants, batch, rng, config):
+  """Eq. 9 and Eq. 10 for view A predicting view B."""
   r_fwd, r_pred = jax.random.split(rng)
   context, context_coords, query_coords, tokens, query_targets = _forward(
       params, state, constants, batch, r_fwd, config, train=True)
@@ -336,6 +345,19 @@ def loss(params, state, constants, batch, rng, step, config):
   global_pred = build_projector(config, target_dim).apply(
       {"params": params["projector"]}, context.mean(1))
   global_loss = jnp.mean(_distance(global_pred, tokens.mean(1), p))    # Eq. 10
+  return patch_loss, global_loss, tokens, query_coords
+
+
+def loss(params, state, constants, batch, rng, step, config):
+  del step
+  patch_loss, global_loss, tokens, query_coords = _directional_losses(
+      params, state, constants, batch, rng, config)
+  if config.cr2pq.get("symmetric", False):
+    # Sec. 3.2 describes A -> B "for simplicity"; the option adds B -> A and
+    # averages both directions.
+    p_ba, g_ba, _, _ = _directional_losses(params, state, constants, swap_views(batch),
+                                           jax.random.fold_in(rng, 1), config)
+    patch_loss, global_loss = (patch_loss + p_ba) / 2, (global_loss + g_ba) / 2
   total = patch_loss + config.cr2pq.global_weight * global_loss       # L_CR2PQ
   metrics = scalar_metrics(
       patch_loss=patch_loss, global_loss=global_loss,
