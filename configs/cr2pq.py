@@ -13,7 +13,9 @@ Command (the default job: embedded Fashion-MNIST, CPU-sized):
 ImageNet, the paper's teacher is a frozen pre-trained encoder (Tab. 4; Tab. 1's
 ViT-S numbers equal Tab. 4's DINO ResNet-50 row):
   python -m ssl_jax.main --config configs/cr2pq.py:vit_small_in1k --workdir gs://.../cr2pq_s \
-      --config.data.manual_dir=/data/imagenet --config.cr2pq.teacher_path=/path/to/export
+      --config.data.manual_dir=/data/imagenet --config.cr2pq.teacher_path=/path/to/dino_resnet50_pretrain.pth
+  (the teacher: an ssl_jax export folder, a timm / MAE / DINO ViT file, or a torchvision-layout
+  ResNet-50 .pth such as DINO's or a converted SimCLR one, read by ssl_jax.interop.load_encoder)
   (or --config.cr2pq.teacher=ema | pixels, the other rows of Tab. 4).
 Tab. 6 ablation: --config.cr2pq.pos_encoding=rope_discrete | sincos_continuous |
 learnable | sincos_discrete.
@@ -47,8 +49,9 @@ Choices the paper does not state (named, not hidden):
   ResNet-50's last-stage map (7x7 at 224 px, after the final ReLU, no
   normalisation; torchvision / DINO / SimCLR .pth via interop.load_encoder),
   the EMA student's final-LN patch tokens, or MAE-normalised pixels.
-- The loss is one-directional (A predicts B, Eq. 8-10 as written); no
-  symmetrised B -> A term.
+- The loss is one-directional by default (A predicts B, Eq. 8-10 as
+  written); Sec. 3.2 presents A -> B "for simplicity", so `symmetric=True`
+  adds B -> A and averages both (twice the student / teacher cost).
 - EMA teacher (Tab. 4 first row): momentum 0.996 -> 1 by a cosine (DINO,
   the base of the authors' PQCL); queries' decoder blocks also use RoPE.
 - Crop scale (0.08, 1.0) and ratio (3/4, 4/3): BYOL's RandomResizedCrop.
@@ -83,6 +86,7 @@ def _cr2pq_defaults():
       pos_encoding="rope_continuous",   # Tab. 6
       coord_anchor="centre",       # centre | corner (Eq. 4 literally)
       rope_freqs="axial",          # axial | cr2pq (Sec. 3.2's theta_t = 10000^(-t/(D/2)))
+      symmetric=False,             # also B -> A, averaged (Sec. 3.2 shows A -> B only)
       global_weight=0.5,           # lambda, Sec. 4.2 / Fig. 3
       loss_p=2,
       # Tab. 5 "2-layer Trans"; num_heads unset: the encoder's.

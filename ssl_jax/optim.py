@@ -42,7 +42,14 @@ def decay_mask(params, config=None):
   """True where weight decay applies; see the module docstring."""
   o = config.optim if config is not None else {}
   decay_1d = bool(o.get("decay_1d_params", False))
-  extra = [re.compile(p) for p in (o.get("no_decay_patterns") or ())]
+  extra = []
+  for pattern in o.get("no_decay_patterns") or ():
+    try:
+      extra.append(re.compile(pattern))
+    except re.error as e:
+      raise ValueError(f"optim.no_decay_patterns: {pattern!r} is not a regular expression "
+                       f"({e}); give regexes over '/'-joined parameter paths, e.g. "
+                       "'head/linear_'.") from e
 
   def decays(path, p):
     name = sharding.path_str(path)

@@ -233,7 +233,7 @@ def test_d2_export_resets_the_final_norm_trained_on_layer_k(teacher_path, d2_var
   for name in ("patch_embed", "block0", "block1", "cls_token"):
     chex.assert_trees_all_equal(d2[name], enc[name])
   # The exported tokens are the last block's output standardised per token.
-  out = module.apply({"params": d2}, images, return_hidden=True)
+  out = jax.jit(lambda v, x: module.apply(v, x, return_hidden=True))({"params": d2}, images)
   last = np.asarray(out["hidden"][-1], np.float64)
   want = (last - last.mean(-1, keepdims=True)) / np.sqrt(last.var(-1, keepdims=True) + 1e-6)
   np.testing.assert_allclose(out["tokens"], want, atol=1e-4)

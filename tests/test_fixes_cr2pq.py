@@ -102,8 +102,43 @@ def test_rope_freqs_option_reaches_the_encoder_and_the_queries():
   x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 16, 16, 3)), jnp.float32)
   variables = jax.jit(enc.init)(jax.random.PRNGKey(0), x)
   axial = models.build(dict(cr2pq.encoder_model(c), rope_freqs="axial"))
-  diff = jnp.abs(enc.apply(variables, x)["patch"] - axial.apply(variables, x)["patch"]).max()
+  feats = lambda m: jax.jit(m.apply)(variables, x)["patch"]
+  diff = jnp.abs(feats(enc) - feats(axial)).max()
   assert float(diff) > 1e-3
   c.cr2pq.rope_freqs = "paper"
   with pytest.raises(ValueError, match="axial, cr2pq"):
     cr2pq.encoder_model(c)
+
+
+# ---------------------------------------------------------------- symmetric option
+
+def test_symmetric_loss_averages_both_directions():
+  c = config_module("cr2pq.py").get_config("vit_tiny")
+  c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4)
+  c.cr2pq.teacher, c.cr2pq.decoder.depth, c.cr2pq.projector_hidden_dim = "pixels", 1, 16
+  rng = np.random.default_rng(0)
+  batch = {"view_a": jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32),
+           "view_b": jnp.asarray(rng.normal(size=(2, 16, 16, 3)), jnp.float32),
+           "box_a": jnp.array([[0, 0, 28, 28], [2, 3, 14, 20]], jnp.float32),
+           "box_b": jnp.array([[7, 7, 14, 14], [0, 5, 20, 16]], jnp.float32),
+           "flip_a": jnp.array([0.0, 1.0]), "flip_b": jnp.array([1.0, 0.0]),
+           "label": jnp.zeros(2, jnp.int32)}
+  swapped = cr2pq.swap_views(batch)
+  np.testing.assert_array_equal(swapped["box_a"], batch["box_b"])
+  np.testing.assert_array_equal(swapped["flip_b"], batch["flip_a"])
+  v = jax.jit(lambda r, b: cr2pq.init(r, b, c))(jax.random.PRNGKey(0), batch)
+  key = jax.random.PRNGKey(3)
+
+  def metrics(b, k, symmetric):
+    c.cr2pq.symmetric = symmetric
+    return jax.jit(lambda p: cr2pq.loss(p, v.state, v.constants, b, k, 0, c))(v.params)
+
+  ab = metrics(batch, key, False)
+  ba = metrics(swapped, jax.random.fold_in(key, 1), False)
+  both = metrics(batch, key, True)
+  for name in ("patch_loss", "global_loss"):
+    want = (ab[1][0][name] + ba[1][0][name]) / 2
+    np.testing.assert_allclose(both[1][0][name], want, rtol=1e-5)
+  assert abs(float(ab[1][0]["patch_loss"] - ba[1][0]["patch_loss"])) > 1e-4   # directions differ
+  np.testing.assert_allclose(both[0], both[1][0]["patch_loss"]
+                             + c.cr2pq.global_weight * both[1][0]["global_loss"], rtol=1e-5)

@@ -103,7 +103,8 @@ def test_torchvision_resnet50_features_equal_the_torch_layout_forward(resnet50_p
   assert enc.info["unused_keys"] == ["fc.bias", "fc.weight"]
   images = np.random.default_rng(1).normal(size=(2, 64, 64, 3)).astype(np.float32)
   got = jax.jit(lambda v, x: enc.module.apply(v, x, train=False))(enc.variables, images)
-  want = np.asarray(_torchvision_forward(sd, jnp.asarray(images.transpose(0, 3, 1, 2))))
+  floats = {k: v for k, v in sd.items() if v.dtype != np.int64}    # jitted: eager ops compile one by one
+  want = np.asarray(jax.jit(_torchvision_forward)(floats, images.transpose(0, 3, 1, 2)))
   want = want.transpose(0, 2, 3, 1)                                  # NCHW -> NHWC
   assert got["feature_map"].shape == (2, 2, 2, 2048)
   scale = np.abs(want).max()
@@ -138,3 +139,27 @@ def test_moco_and_dino_wrappers_and_bad_layouts():
   with pytest.raises(ValueError, match=r"\(3, 4, 5, 3\).*Valid: .*50 \(bottleneck"):
     torchvision_resnet.from_torchvision(short)
   assert not torchvision_resnet.matches({"cls_token": 0, "patch_embed.proj.weight": 0})
+
+
+def test_resnet50_pth_is_a_cr2pq_frozen_teacher(resnet50_pth):
+  """CR2PQ's frozen teacher (004 Tab. 4's DINO ResNet-50 row) from the file:
+  the queries follow the teacher's 2x2 map of 2048-d features (traced only)."""
+  from ssl_jax.methods import cr2pq  # pylint: disable=g-import-not-at-top
+  from tests.conftest import config_module  # pylint: disable=g-import-not-at-top
+  path, _ = resnet50_pth
+  c = config_module("cr2pq.py").get_config("vit_tiny")
+  c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=16)
+  c.cr2pq.teacher, c.cr2pq.teacher_path = "frozen", path
+  c.cr2pq.decoder.depth, c.cr2pq.projector_hidden_dim = 1, 16
+  n = 2
+  batch = {"view_a": jnp.zeros((n, 64, 64, 3)), "view_b": jnp.zeros((n, 64, 64, 3)),
+           "box_a": jnp.array([[0, 0, 64, 64]] * n, jnp.float32),
+           "box_b": jnp.array([[8, 8, 32, 32]] * n, jnp.float32),
+           "flip_a": jnp.zeros(n), "flip_b": jnp.zeros(n), "label": jnp.zeros(n, jnp.int32)}
+  v = jax.eval_shape(lambda b: cr2pq.init(jax.random.PRNGKey(0), b, c), batch)
+  assert v.params["predictor"]["pred"]["kernel"].shape == (32, 2048)
+  assert set(v.constants["teacher"]) == {"params", "batch_stats"}
+  loss, (metrics, _) = jax.eval_shape(
+      lambda p, s, k, b: cr2pq.loss(p, s, k, b, jax.random.PRNGKey(1), 0, c),
+      v.params, v.state, v.constants, batch)
+  assert loss.shape == () and metrics["patch_loss"].shape == ()

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from ssl_jax import config_defaults, models, optim, sharding
 from tests.conftest import config_module
@@ -49,6 +50,8 @@ def test_extra_no_decay_patterns_exempt_the_linear_models():
                              _config(no_decay_patterns=("head/linear_",))))
   assert not m["head/linear_corner/A1"] and not m["head/linear_corner/B1"]
   assert m["head/proj/kernel"]
+  with pytest.raises(ValueError, match="no_decay_patterns.*not a regular expression"):
+    optim.decay_mask(_qbheat_like_params(), _config(no_decay_patterns=("linear_(",)))
 
 
 def test_mocov2_decays_batchnorm_and_biases():

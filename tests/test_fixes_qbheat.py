@@ -14,8 +14,8 @@ CORNER_LAYOUT = qb.Layout(centre=jnp.array([False] * 4), corner=jnp.array([0, 1,
 def _linear_models(dim=96, seed=0):
   """A1, B1 at the paper's init scale and the head's perturbation matrices."""
   lm = qbheat.LinearModels(dim, 2, qbheat.SCALE_STEPS["corner"])
-  params = lm.init(jax.random.PRNGKey(seed))["params"]
-  return params, lm.apply({"params": params})
+  params = jax.jit(lm.init)(jax.random.PRNGKey(seed))["params"]
+  return params, jax.jit(lm.apply)({"params": params})
 
 
 def test_direction_perturbations_are_the_matrices_minus_identity():
@@ -33,7 +33,7 @@ def test_bf16_features_are_extended_by_dx_a_z_in_float32():
   params, deltas = _linear_models()
   a = np.asarray(params["A1"], np.float64)
   z = jax.random.normal(jax.random.PRNGKey(1), (4, 4, 4, 96)).astype(jnp.bfloat16)
-  full = qbheat.predict_full_map(z, {"corner": deltas}, CORNER_LAYOUT)
+  full = jax.jit(qbheat.predict_full_map)(z, {"corner": deltas}, CORNER_LAYOUT)
   assert full.dtype == jnp.float32
   z64 = np.asarray(z.astype(jnp.float32), np.float64)
   # Sample 0's visible quarter is the top-left one: its right neighbour is +x.
@@ -105,3 +105,20 @@ def test_report_over_checkpoints_writes_trend_json_and_png(tmp_path):
   assert saved["control"]["rank"][0] == 16.0
   for name in ("qbheat_spectra.png", "qbheat_fig7.png"):
     assert (tmp_path / "out" / name).stat().st_size > 5000
+
+
+def test_bf16_qbheat_loss_traces_with_a_float32_full_map():
+  """The whole head under compute_dtype=bfloat16 (traced only): the float32
+  extension feeds the bf16 decoder without dtype errors."""
+  from ssl_jax import config_defaults  # pylint: disable=g-import-not-at-top
+  c = config_defaults.base_config()
+  c.method, c.compute_dtype = "qbheat", "bfloat16"
+  c.model = dict(name="mobile_former", variant="tiny", depth=2)
+  c.qbheat = dict(position="mixed", num_explicit=2, predictor_dim=16,
+                  decoder=dict(depth=1, num_heads=2), norm_pix_loss=True)
+  batch = {"image": jnp.zeros((4, 32, 32, 3))}
+  v = jax.eval_shape(lambda b: qbheat.init(jax.random.PRNGKey(0), b, c), batch)
+  assert v.params["head"]["linear_corner"]["A1"].dtype == jnp.float32
+  loss, _ = jax.eval_shape(lambda p, s, b: qbheat.loss(p, s, {}, b, jax.random.PRNGKey(1), 0, c),
+                           v.params, v.state, batch)
+  assert loss.dtype == jnp.float32 and loss.shape == ()

@@ -9,8 +9,8 @@ token of B (Eq. 10). No correspondence is mined: crops may contain, overlap or
 miss each other.
 
 Teachers (Tab. 4, `cr2pq.teacher`): "ema" (momentum copy of the student, in
-`state`), "frozen" (an ssl_jax export or a timm / MAE / DINO checkpoint, in
-`constants`; ViT or CNN) and
+`state`), "frozen" (an ssl_jax export, a timm / MAE / DINO ViT checkpoint or a
+torchvision-layout DINO / SimCLR ResNet-50 `.pth`, in `constants`) and
 "pixels" (patchified view B). The query grid K_B is the teacher's token grid
 (Sec. 4.2: 7x7 for a ResNet-50 teacher), unless `cr2pq.query_grid` asks for
 another, to which the teacher's tokens are resampled.
@@ -72,9 +72,9 @@ def relative_coordinates(box_a, box_b, grid_a, grid_b, anchor: str = "centre"):
   (anchor "centre") or its top-left corner in the original image ("corner",
   Eq. 4 / Listing 1 literally; differs by (scale - 1) / 2 patches). A patch of
   a flipped view covers the mirrored pixels, so with "corner" its point is
-  the patch's *right* edge in view coordinates (fraction 1 - 0 of the signed
-  step); view A's integer grid is anchored the same way. A flipped crop's
-  coordinates are then the mirrored unflipped ones for both anchors.
+  the patch's *right* edge in view coordinates (fraction 1, not 0, of its
+  signed extent); view A's integer grid is anchored the same way. A flipped
+  crop's coordinates are then the mirrored unflipped ones for both anchors.
   """
   check_choice("CR2PQ coordinate anchor", anchor, COORD_ANCHORS)
   (ga_h, ga_w), (gb_h, gb_w) = _pair(grid_a), _pair(grid_b)
@@ -192,7 +192,8 @@ def _teacher_path(config):
   path = config.cr2pq.get("teacher_path")
   if not path:
     raise ValueError("cr2pq.teacher='frozen' needs cr2pq.teacher_path: the `export` folder "
-                     "of a pre-training run or a timm / MAE / DINO checkpoint file (004 "
+                     "of a pre-training run, a timm / MAE / DINO ViT checkpoint file or a "
+                     "torchvision-layout ResNet-50 .pth (DINO / SimCLR; 004 "
                      "Tab. 4 uses DINO / MAE / iBOT / SimCLR "
                      "encoders). Or pick cr2pq.teacher from: " + ", ".join(TEACHERS.names()))
   return path
@@ -320,8 +321,17 @@ def init(rng, batch, config):
                     state=state, constants=constants)
 
 
-def loss(params, state, constants, batch, rng, step, config):
-  del step
+def swap_views(batch):
+  """The batch with views A and B exchanged (boxes and flips with them)."""
+  out = dict(batch)
+  for k in ("view", "box", "flip"):
+    if f"{k}_a" in batch:
+      out[f"{k}_a"], out[f"{k}_b"] = batch[f"{k}_b"], batch[f"{k}_a"]
+  return out
+
+
+def _directional_losses(params, state, constants, batch, rng, config):
+  """Eq. 9 and Eq. 10 for view A predicting view B."""
   r_fwd, r_pred = jax.random.split(rng)
   context, context_coords, query_coords, tokens, query_targets = _forward(
       params, state, constants, batch, r_fwd, config, train=True)
@@ -335,6 +345,19 @@ def loss(params, state, constants, batch, rng, step, config):
   global_pred = build_projector(config, target_dim).apply(
       {"params": params["projector"]}, context.mean(1))
   global_loss = jnp.mean(_distance(global_pred, tokens.mean(1), p))    # Eq. 10
+  return patch_loss, global_loss, tokens, query_coords
+
+
+def loss(params, state, constants, batch, rng, step, config):
+  del step
+  patch_loss, global_loss, tokens, query_coords = _directional_losses(
+      params, state, constants, batch, rng, config)
+  if config.cr2pq.get("symmetric", False):
+    # Sec. 3.2 describes A -> B "for simplicity"; the option adds B -> A and
+    # averages both directions.
+    p_ba, g_ba, _, _ = _directional_losses(params, state, constants, swap_views(batch),
+                                           jax.random.fold_in(rng, 1), config)
+    patch_loss, global_loss = (patch_loss + p_ba) / 2, (global_loss + g_ba) / 2
   total = patch_loss + config.cr2pq.global_weight * global_loss       # L_CR2PQ
   metrics = scalar_metrics(
       patch_loss=patch_loss, global_loss=global_loss,
