@@ -101,9 +101,8 @@ def test_two_crop_boxes_and_flips_reach_cr2pq_coordinates(monkeypatch):
   """A batch from the real TrainIterator (two_crops, crops + flips): for every
   patch of view B, CR2PQ's query coordinate (from the recorded boxes and
   flips) is where that content sits in view A's patch grid, measured from the
-  pixels themselves. Breaks tried: dropping the flips (`_box` ignoring
-  flip_b), recording the box before the flip is drawn for the other view,
-  and anchor='corner': each fails."""
+  pixels themselves. Break tried: dropping the flips (`_box` returning the
+  unsigned box) fails."""
   monkeypatch.setattr(sources, "get_source", _ramp_source)
   c = config_module("cr2pq.py").get_config("tiny")
   c.data.augment = "mae"               # crops and flips only: pixel values keep positions

@@ -176,9 +176,8 @@ def test_finetune_improves_on_the_tran1_probe_it_starts_from():
   so that the fine-tune has room to improve, and must: +20 points. The old
   check (probe > 70, fine-tune > 60) passed while a 30-epoch probe at 95.8
   fell to 82.3 after 3 fine-tuning epochs (the start itself equals the probe:
-  0 epochs give 95.8). Break tried: a fine-tune that starts from a fresh head
-  instead of the probe's (`head_params=None`) still improves, so the test
-  cannot see that; a fine-tune with lr 0 (no learning) fails."""
+  0 epochs give 95.8). Break tried: the fine-tune's optimizer scaled to
+  zero (`optax.scale(0.0)` after AdamW: nothing learns) fails."""
   xtr, ytr = _squares(384, 0)
   xte, yte = _squares(96, 1)
   data = EvalData(xtr, ytr, xte, yte, 4)
