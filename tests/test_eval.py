@@ -148,8 +148,7 @@ def encoder_and_data():
 
 def test_feature_extraction_pads_and_unpads_on_8_devices(encoder_and_data):
   """Break tried: dropping the un-padding (`feats[:len(feats) - pad]`) returns
-  40 rows and fails; padding with copies of the last chunk instead of zeros
-  still passes (the padded rows are discarded), as it should."""
+  40 rows and fails."""
   enc, data = encoder_and_data
   mesh = sharding.make_mesh([("data", -1)])
   assert mesh.devices.size == 8
@@ -161,10 +160,8 @@ def test_feature_extraction_pads_and_unpads_on_8_devices(encoder_and_data):
 
 def test_evaluate_knn_and_linear_end_to_end_with_random_init_twin(encoder_and_data):
   """`evaluate()` on an 8-device mesh equals the protocols run by hand on
-  single-device features, for the encoder and its random-init twin. Breaks
-  tried: a twin that reuses the encoder's weights (equal results: fails the
-  `differ` check); a twin seeded per call without `config.seed` (fails the
-  determinism check when seeds differ)."""
+  single-device features, for the encoder and its random-init twin; the twin
+  has the encoder's structure, other weights, and is reproducible."""
   enc, data = encoder_and_data
   c = config_defaults.base_config()
   c.eval.feature, c.eval.batch_size = "cls", 12
