@@ -178,39 +178,6 @@ def test_teacher_bitwise_unchanged_and_absent_from_params(teacher_path, d2_vars)
   chex.assert_shape(out["patch"], (4, 16, 16))
 
 
-def test_patch_grid_mismatch_is_rejected(tmp_path):
-  cfg = dict(_TEACHER, patch_size=4)
-  shapes = jax.eval_shape(models.build(cfg).init, jax.random.PRNGKey(0), _batch()["image"])
-  path = export.save(str(tmp_path / "export"), cfg,
-                     jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes))
-  config = _config(path)
-  with pytest.raises(ValueError, match="patch size 4 differs"):
-    dmae.init(jax.random.PRNGKey(0), _batch(), config)
-
-
-def test_missing_teacher_and_bad_layers_are_rejected(teacher_path):
-  config = _config(teacher_path)
-  config.dmae.teacher = None
-  with pytest.raises(ValueError, match="dmae.teacher is not set"):
-    dmae.init(jax.random.PRNGKey(0), _batch(), config)
-  with pytest.raises(ValueError, match="decoder_layer=7"):
-    dmae.init(jax.random.PRNGKey(0), _batch(), _config(teacher_path, decoder_layer=7))
-
-
-def test_config_variants():
-  module = _config_module()
-  d2 = module.get_config("d2mae_vit_tiny_in1k")
-  assert d2.method == "dmae" and d2.dmae.decoder_layer == 8 and d2.dmae.extra_attn_block
-  assert d2.model.num_heads == 12 and d2.model.patch_size == 16
-  assert (d2.mae.decoder.width, d2.mae.decoder.depth, d2.mae.decoder.num_heads) == (96, 1, 3)
-  d = module.get_config("dmae_cpu")
-  assert d.dmae.decoder_layer is None and not d.dmae.extra_attn_block
-  assert module.get_config("teacher_cpu").method == "mae"
-  assert module.get_config("dmae_vit_small_in1k").model.variant == "S"
-  with pytest.raises(ValueError, match="Valid"):
-    module.get_config("dmae_vit_huge")
-
-
 def _logits(h, block):
   """q k^T / sqrt(d_h) per head from a block's first-LN output, in numpy."""
   q = np.einsum("bld,dhe->blhe", h, block["attn"]["query"]["kernel"]) + block["attn"]["query"]["bias"]
@@ -265,3 +232,37 @@ def test_distillation_losses_are_the_mse_against_the_exported_teacher(teacher_pa
   # Non-vacuous: L1 and summed versions give other numbers here.
   assert abs(np.mean(np.abs(diff)) - want_attn) > 1e-3 * want_attn
   assert diff.size > 1 and rdiff.size > 1
+
+
+def test_patch_grid_mismatch_is_rejected(tmp_path):
+  cfg = dict(_TEACHER, patch_size=4)
+  shapes = jax.eval_shape(models.build(cfg).init, jax.random.PRNGKey(0), _batch()["image"])
+  path = export.save(str(tmp_path / "export"), cfg,
+                     jax.tree.map(lambda x: np.zeros(x.shape, x.dtype), shapes))
+  config = _config(path)
+  with pytest.raises(ValueError, match="patch size 4 differs"):
+    dmae.init(jax.random.PRNGKey(0), _batch(), config)
+
+
+def test_missing_teacher_and_bad_layers_are_rejected(teacher_path):
+  config = _config(teacher_path)
+  config.dmae.teacher = None
+  with pytest.raises(ValueError, match="dmae.teacher is not set"):
+    dmae.init(jax.random.PRNGKey(0), _batch(), config)
+  with pytest.raises(ValueError, match="decoder_layer=7"):
+    dmae.init(jax.random.PRNGKey(0), _batch(), _config(teacher_path, decoder_layer=7))
+
+
+def test_config_variants():
+  module = _config_module()
+  d2 = module.get_config("d2mae_vit_tiny_in1k")
+  assert d2.method == "dmae" and d2.dmae.decoder_layer == 8 and d2.dmae.extra_attn_block
+  assert d2.model.num_heads == 12 and d2.model.patch_size == 16
+  assert (d2.mae.decoder.width, d2.mae.decoder.depth, d2.mae.decoder.num_heads) == (96, 1, 3)
+  d = module.get_config("dmae_cpu")
+  assert d.dmae.decoder_layer is None and not d.dmae.extra_attn_block
+  assert module.get_config("teacher_cpu").method == "mae"
+  assert module.get_config("dmae_vit_small_in1k").model.variant == "S"
+  with pytest.raises(ValueError, match="Valid"):
+    module.get_config("dmae_vit_huge")
+
