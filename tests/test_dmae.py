@@ -265,4 +265,3 @@ def test_config_variants():
   assert module.get_config("dmae_vit_small_in1k").model.variant == "S"
   with pytest.raises(ValueError, match="Valid"):
     module.get_config("dmae_vit_huge")
-
