@@ -9,9 +9,8 @@ second epoch) must give the same losses and the same step-4 state, leaf for
 leaf: parameters, optimizer moments and the method state (MoCo's queue and
 key encoder, BatchNorm statistics, EMA teachers), bit for bit.
 
-Breaks tried: not restoring `method_state` (the resumed run starts it from
-init) fails every method with state; saving the data position of the batch
-prefetched next instead of the one consumed fails all of them.
+Break tried: resetting `method_state` to its init value after the restore
+fails (MoCo v2: its queue and key encoder differ at step 4).
 
 The two runs of a method compile the same program: a persistent compilation
 cache (this module only) lets the resumed run reuse the first's executable.

@@ -76,3 +76,14 @@ def test_resnet_sizes_and_unknown_variant():
   assert out["feature_map"].shape == (2, 7, 7, 2048)
   with pytest.raises(ValueError, match="Valid choices"):
     _shapes(dict(name="mobile_former", variant="300M"))
+
+
+@pytest.mark.parametrize("variant,total", [("18", 11_176_512), ("50", 23_508_032)])
+def test_resnet_param_count_equals_torchvision(variant, total):
+  """Exact: torchvision resnet18 / resnet50 (11,689,512 / 25,557,032
+  parameters) less the 1000-way fc (513,000 / 2,049,000). BatchNorm running
+  statistics are `batch_stats`, not parameters, as in torch. A missing
+  downsample BN or bias-carrying conv fails."""
+  _, variables, n = _shapes(dict(name="resnet", variant=variant), 64)
+  assert n == total, (n, total)
+  assert "batch_stats" in variables

@@ -114,10 +114,9 @@ def test_shuffle_bn_keys_are_unshuffled_with_the_inverse_permutation(bn_groups):
   """Keys enqueued by the loss equal the key encoder run on the shuffled
   batch and put back with the inverse permutation, for a permutation that is
   not an involution (so `k[perm]` instead of the inverse fails), with global
-  BN and with MoCo's per-group shuffling BN (2 groups of 4). Breaks tried:
-  `k[perm]` (applying the shuffle again), no un-shuffle, and shuffling view_a
-  instead of view_b: each fails. With groups the shuffle must matter: the
-  keys differ from those of the unshuffled batch."""
+  BN and with MoCo's per-group shuffling BN (2 groups of 4). Break tried:
+  `k[perm]` (applying the shuffle again) fails. With groups the shuffle must
+  matter: the keys differ from those of the unshuffled batch."""
   config = _config(bn_groups=bn_groups, queue_size=8)
   config.batch_size = 8
   a, b = jax.random.split(jax.random.PRNGKey(5))

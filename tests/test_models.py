@@ -62,9 +62,8 @@ def _blocks(params, x, depth, heads):
 def test_masked_vit_equals_blocks_on_gathered_tokens_with_their_positions():
   """MAE encoder on the visible patches: embed all patches, add the position
   embedding of each patch's own grid cell, then keep the visible ones (MAE
-  `forward_encoder`), prepend CLS and run the blocks. Breaks tried: adding the
-  position embedding after gathering (positions 0..K-1), gathering before the
-  patch embedding with the wrong patch order, no final LayerNorm: each fails."""
+  `forward_encoder`), prepend CLS and run the blocks. Break tried: adding the
+  position embedding after gathering (positions 0..K-1 of a 1 x K grid) fails."""
   m = models.build(dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4))
   x = jax.random.normal(jax.random.PRNGKey(1), (2, 16, 16, 3))
   params = m.init(jax.random.PRNGKey(0), x)["params"]
@@ -86,8 +85,7 @@ def test_mae_decoder_places_tokens_at_their_patches():
   """MAE `forward_decoder`: embed, append mask tokens, unshuffle, add the
   decoder's sin-cos table (not to CLS), blocks, norm, predict, drop CLS. The
   reference scatters visible token j to patch keep_idx[j] directly, without
-  `restore_idx`. Breaks tried: skipping the unshuffle, adding the position
-  table before the unshuffle, adding it to CLS too: each fails."""
+  `restore_idx`. Break tried: skipping the unshuffle fails."""
   dec = models.build(dict(name="mae_decoder", width=32, depth=1, num_heads=2, patch_dim=48))
   tm = masking.random_masking(jax.random.PRNGKey(2), 2, 16, 0.75)
   tokens = jax.random.normal(jax.random.PRNGKey(3), (2, 5, 24))

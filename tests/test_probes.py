@@ -168,26 +168,30 @@ def test_randaugment_ops_keep_range_and_identities():
   assert batch.shape == (4, 12, 12, 3) and not np.allclose(batch[0], batch[1])
 
 
-def test_tran1_probe_then_finetune_learn_where_the_square_is():
+def test_finetune_improves_on_the_tran1_probe_it_starts_from():
   """000's pipeline: a tran-1 probe on frozen tokens (one block must fuse
   positions: the label is the square's quadrant), then encoder + decoder
   fine-tuned from it (Tab. 12) with drop-path, Mixup, random erasing, crops
-  and layer-wise lr decay."""
+  and layer-wise lr decay. The probe is stopped early (2 epochs, about chance)
+  so that the fine-tune has room to improve, and must: +20 points. The old
+  check (probe > 70, fine-tune > 60) passed while a 30-epoch probe at 95.8
+  fell to 82.3 after 3 fine-tuning epochs (the start itself equals the probe:
+  0 epochs give 95.8). Break tried: the fine-tune's optimizer scaled to
+  zero (`optax.scale(0.0)` after AdamW: nothing learns) fails."""
   xtr, ytr = _squares(384, 0)
   xte, yte = _squares(96, 1)
   data = EvalData(xtr, ytr, xte, yte, 4)
   data.mean, data.std = (0.0,) * 3, (1.0,) * 3
   probe_cfg = decoder_probe.tab11("mf285m")
-  probe_cfg.update(width=32, augment=False, epochs=30, warmup_epochs=1, batch_size=64,
+  probe_cfg.update(width=32, augment=False, epochs=2, warmup_epochs=1, batch_size=64,
                    base_lr=2e-2, dropout=0.0)
   ft = finetune.tab12("mf285m")
-  ft.update(tran1=probe_cfg, epochs=3, warmup_epochs=1, batch_size=64, base_lr=2e-3,
+  ft.update(tran1=probe_cfg, epochs=4, warmup_epochs=1, batch_size=64, base_lr=5e-3,
             drop_path=0.1, mixup=0.2, cutmix=0.0, randaug=None, random_erase=0.25,
             crop_scale=(0.8, 1.0), hflip=False, layer_decay=0.75)
   c = _config(finetune=ft)
   res = finetune.run(c, _encoder(), data, _one_device_mesh())
-  assert res["probe_top1"] > 70.0, res                 # chance 25
-  assert res["top1"] > 60.0, res
+  assert res["top1"] > res["probe_top1"] + 20.0 and res["top1"] > 55.0, res   # chance 25
   assert np.isfinite(res["train_loss"])
   c.eval.finetune.head = "mlp"
   with pytest.raises(ValueError, match="Valid choices"):
