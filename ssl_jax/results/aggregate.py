@@ -90,9 +90,10 @@ def collect(s, runs_dir: str) -> dict:
 
 
 def _fmt(sm):
+  digits = 1 if abs(sm["mean"]) >= 20 else 2    # accuracies vs attention statistics
   if sm["n"] > 1:
-    return f"{sm['mean']:.1f} ± {sm['std']:.1f} ({sm['n']})"
-  return f"{sm['mean']:.1f} ({sm['n']})"
+    return f"{sm['mean']:.{digits}f} ± {sm['std']:.{digits}f} ({sm['n']})"
+  return f"{sm['mean']:.{digits}f} ({sm['n']})"
 
 
 def markdown(res: dict, s) -> str:
@@ -141,8 +142,8 @@ def chart(res: dict, s, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  protos = list(s["columns"])
-  rows = [(n, r) for n, r in res["rows"].items() if r["summary"]]
+  protos = list(s.get("chart_columns") or s["columns"])
+  rows = [(n, r) for n, r in res["rows"].items() if any(p in r["summary"] for p in protos)]
   fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4))
   width = 0.8 / max(1, len(protos))
   for j, p in enumerate(protos):
@@ -158,7 +159,8 @@ def chart(res: dict, s, path: str):
   ax.set_xticks(range(len(rows)))
   ax.set_xticklabels([r["label"] for _, r in rows], rotation=30, ha="right", fontsize=8)
   ax.set_ylabel("top-1 (%)")
-  lo = min((r["summary"][p]["mean"] for _, r in rows for p in r["summary"]), default=0)
+  lo = min((r["summary"][p]["mean"] for _, r in rows for p in protos if p in r["summary"]),
+           default=0)
   ax.set_ylim(max(0, lo - 10), 100)
   ax.set_title(f"{res['suite']}: mean ± std over seeds")
   ax.legend(fontsize=7, ncol=len(protos))
