@@ -113,7 +113,13 @@ SUITE = dict(
     # eval job -> (eval config, overrides); kNN and linear share one job (and
     # its features).
     jobs={
-        "frozen": ("configs/eval/linear.py", {"eval.protocols": ("knn", "linear")}),
+        # The CPU linear probe of config_defaults.cpu_job (SGD, batch 256, 30
+        # epochs): configs/eval/linear.py keeps MAE's LARS at batch 16384,
+        # which takes one step per epoch on 10k images.
+        "frozen": ("configs/eval/linear.py", {"eval.protocols": ("knn", "linear"),
+                                              "eval.linear.optimizer": "sgd",
+                                              "eval.linear.batch_size": 256,
+                                              "eval.linear.epochs": 30}),
         "finetune": ("configs/eval/finetune.py:cpu", {}),
         "tran1": ("configs/eval/decoder_probe.py:cpu", {}),
         "analyze": ("configs/eval/analyze.py:cpu", {"eval.analyze.compare_random_init": False}),

@@ -58,6 +58,12 @@ def _cell_record(cell, s) -> dict:
   if os.path.exists(tpath):
     with open(tpath) as f:
       rec["wall_min"] = {k: round(v / 60, 2) for k, v in json.load(f).items()}
+  if train and "pretrain" not in rec.get("wall_min", {}) and len(train) > 1:
+    # Stage not timed by the suite (run by hand, or its runner was stopped):
+    # the training loop's own span, first to last logged step, scaled to all steps.
+    span = (train[-1]["time"] - train[0]["time"]) * train[-1]["step"] / max(
+        1, train[-1]["step"] - train[0]["step"])
+    rec.setdefault("wall_min", {})["pretrain"] = round(span / 60, 2)
   return rec
 
 
@@ -131,8 +137,12 @@ def markdown(res: dict, s) -> str:
     cells = []
     for p in protos:
       c = r["vs_twin"].get(p)
-      cells.append("–" if c is None else
-                   f"{c['diff']:+.1f} ({c['se']:.1f}){' ✔' if c['beats_2se'] else ''}")
+      if c is None:
+        cells.append("–")
+      elif c["se"] != c["se"]:          # one seed on either side: no standard error
+        cells.append(f"{c['diff']:+.1f} (1 seed)")
+      else:
+        cells.append(f"{c['diff']:+.1f} ({c['se']:.1f}){' ✔' if c['beats_2se'] else ''}")
     lines.append(f"| {r['label']} | {res['rows'][r['twin']]['label']} | " + " | ".join(cells)
                  + " |")
   return "\n".join(lines) + "\n"
