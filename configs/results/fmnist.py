@@ -26,6 +26,11 @@ Protocols (CPU variants of configs/eval/, the same for every row):
             5k / 2k images (Mobile-Former rows, 000 Tab. 11)
 Representations: mean-pooled tokens (ViT), "pool concat" (Mobile-Former).
 
+Rows after supervised_mf (CR2PQ with a frozen MAE teacher, the D-MAE
+teacher, D-MAE / D²-MAE) read another row's export of the same seed
+(`export_flags`); the teacher (width 256, 6 blocks, 8 heads, 2 epochs) is
+pre-trained apart, as in 002, so it is not at the equal budget.
+
 Recipe changes against the methods' 1-epoch CPU configs (each listed in
 the row's overrides, reasons here):
   mae      the S4 encoder; otherwise configs/mae.py:vit_tiny (raw-pixel
@@ -43,6 +48,8 @@ from ssl_jax.results.suite import Row, row_config  # noqa: E402  pylint: disable
 
 VIT_S4 = dict(name="vit", variant="Ti", width=128, depth=4, num_heads=4, patch_size=4,
               drop_path=0.0)
+TEACHER = dict(name="vit", variant="Ti", width=256, depth=6, num_heads=8, patch_size=4,
+               drop_path=0.0)
 VIT_EVAL = {"eval.feature": "mean"}
 MF_EVAL = {"eval.feature": "cls"}
 NEVER_TRAINED = {"num_epochs": 0.0}
@@ -56,7 +63,7 @@ ROWS = [
     Row("supervised_vit", "supervised (ViT-S4)", ("frozen", "finetune"),
         config="configs/supervised.py:vit_small4", eval_overrides=VIT_EVAL,
         twin="random_vit", role="reference"),
-    Row("mae", "MAE (ViT-S4)", ("frozen", "finetune"),
+    Row("mae", "MAE (ViT-S4)", ("frozen", "finetune", "analyze"),
         config="configs/mae.py:vit_tiny", overrides={"model": VIT_S4},
         eval_overrides=VIT_EVAL, twin="random_vit"),
     Row("random_mf", "random init (MF-tiny)", ("frozen", "tran1"),
@@ -73,6 +80,28 @@ ROWS = [
     Row("supervised_mf", "supervised (MF-tiny)", ("frozen", "tran1"),
         config="configs/supervised.py:mf_tiny", eval_overrides=MF_EVAL, twin="random_mf",
         role="reference"),
+    # 004 Tab. 4: CR2PQ with a frozen MAE teacher (the same seed's MAE row).
+    Row("cr2pq_mae", "CR2PQ, frozen MAE teacher (ViT-S4)", ("frozen", "finetune"),
+        config="configs/cr2pq.py:vit_tiny", overrides={"cr2pq.teacher": "frozen"},
+        export_flags={"cr2pq.teacher_path": "mae"}, eval_overrides=VIT_EVAL, twin="random_vit"),
+    # 002 Sec. 5: the teacher must first be shown better than the student-size
+    # MAE (fine-tuning; attention distance / entropy, Fig. 7) before students
+    # distil from it. Not at the equal budget: a teacher is pre-trained apart.
+    Row("dmae_teacher", "MAE teacher (ViT w256 d6, 2 epochs)", ("frozen", "finetune", "analyze"),
+        config="configs/dmae.py:teacher_cpu",
+        overrides={"model": TEACHER, "num_epochs": 2.0, "mae.decoder": dict(width=96, depth=1,
+                                                                             num_heads=3)},
+        eval_overrides=VIT_EVAL, twin="random_vit", role="reference"),
+    Row("dmae", "D-MAE (ViT-S4)", ("frozen", "finetune"),
+        config="configs/dmae.py:dmae_cpu", overrides={"model": VIT_S4, "num_epochs": 1.0},
+        export_flags={"dmae.teacher": "dmae_teacher"}, eval_overrides=VIT_EVAL,
+        twin="random_vit"),
+    Row("d2mae", "D²-MAE (ViT-S4)", ("frozen", "finetune"),
+        config="configs/dmae.py:d2mae_cpu",
+        # 002 Tab. 5: the decoder reads layer 8 of 12; here layer 3 of 4.
+        overrides={"model": VIT_S4, "num_epochs": 1.0, "dmae.decoder_layer": 3},
+        export_flags={"dmae.teacher": "dmae_teacher"}, eval_overrides=VIT_EVAL,
+        twin="random_vit"),
 ]
 
 SUITE = dict(
@@ -84,9 +113,16 @@ SUITE = dict(
     # eval job -> (eval config, overrides); kNN and linear share one job (and
     # its features).
     jobs={
-        "frozen": ("configs/eval/linear.py", {"eval.protocols": ("knn", "linear")}),
+        # The CPU linear probe of config_defaults.cpu_job (SGD, batch 256, 30
+        # epochs): configs/eval/linear.py keeps MAE's LARS at batch 16384,
+        # which takes one step per epoch on 10k images.
+        "frozen": ("configs/eval/linear.py", {"eval.protocols": ("knn", "linear"),
+                                              "eval.linear.optimizer": "sgd",
+                                              "eval.linear.batch_size": 256,
+                                              "eval.linear.epochs": 30}),
         "finetune": ("configs/eval/finetune.py:cpu", {}),
         "tran1": ("configs/eval/decoder_probe.py:cpu", {}),
+        "analyze": ("configs/eval/analyze.py:cpu", {"eval.analyze.compare_random_init": False}),
     },
     # table column -> (job, metric key in the job's metrics.jsonl, title)
     columns={
@@ -94,7 +130,10 @@ SUITE = dict(
         "linear": ("frozen", "linear/top1", "linear top-1"),
         "finetune": ("finetune", "finetune/top1", "fine-tune top-1"),
         "tran1": ("tran1", "decoder_probe/top1", "tran-1 top-1"),
+        "attn_dist": ("analyze", "analyze/attn_distance_last", "attn. distance, last block (px)"),
+        "attn_ent": ("analyze", "analyze/attn_entropy_last", "attn. entropy, last block (nats)"),
     },
+    chart_columns=("knn", "linear", "finetune", "tran1"),
     rows=ROWS,
 )
 

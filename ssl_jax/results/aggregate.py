@@ -58,6 +58,12 @@ def _cell_record(cell, s) -> dict:
   if os.path.exists(tpath):
     with open(tpath) as f:
       rec["wall_min"] = {k: round(v / 60, 2) for k, v in json.load(f).items()}
+  if train and "pretrain" not in rec.get("wall_min", {}) and len(train) > 1:
+    # Stage not timed by the suite (run by hand, or its runner was stopped):
+    # the training loop's own span, first to last logged step, scaled to all steps.
+    span = (train[-1]["time"] - train[0]["time"]) * train[-1]["step"] / max(
+        1, train[-1]["step"] - train[0]["step"])
+    rec.setdefault("wall_min", {})["pretrain"] = round(span / 60, 2)
   return rec
 
 
@@ -90,9 +96,10 @@ def collect(s, runs_dir: str) -> dict:
 
 
 def _fmt(sm):
+  digits = 1 if abs(sm["mean"]) >= 20 else 2    # accuracies vs attention statistics
   if sm["n"] > 1:
-    return f"{sm['mean']:.1f} ± {sm['std']:.1f} ({sm['n']})"
-  return f"{sm['mean']:.1f} ({sm['n']})"
+    return f"{sm['mean']:.{digits}f} ± {sm['std']:.{digits}f} ({sm['n']})"
+  return f"{sm['mean']:.{digits}f} ({sm['n']})"
 
 
 def markdown(res: dict, s) -> str:
@@ -130,8 +137,12 @@ def markdown(res: dict, s) -> str:
     cells = []
     for p in protos:
       c = r["vs_twin"].get(p)
-      cells.append("–" if c is None else
-                   f"{c['diff']:+.1f} ({c['se']:.1f}){' ✔' if c['beats_2se'] else ''}")
+      if c is None:
+        cells.append("–")
+      elif c["se"] != c["se"]:          # one seed on either side: no standard error
+        cells.append(f"{c['diff']:+.1f} (1 seed)")
+      else:
+        cells.append(f"{c['diff']:+.1f} ({c['se']:.1f}){' ✔' if c['beats_2se'] else ''}")
     lines.append(f"| {r['label']} | {res['rows'][r['twin']]['label']} | " + " | ".join(cells)
                  + " |")
   return "\n".join(lines) + "\n"
@@ -141,8 +152,8 @@ def chart(res: dict, s, path: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  protos = list(s["columns"])
-  rows = [(n, r) for n, r in res["rows"].items() if r["summary"]]
+  protos = list(s.get("chart_columns") or s["columns"])
+  rows = [(n, r) for n, r in res["rows"].items() if any(p in r["summary"] for p in protos)]
   fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(rows) + 2), 4))
   width = 0.8 / max(1, len(protos))
   for j, p in enumerate(protos):
@@ -158,7 +169,8 @@ def chart(res: dict, s, path: str):
   ax.set_xticks(range(len(rows)))
   ax.set_xticklabels([r["label"] for _, r in rows], rotation=30, ha="right", fontsize=8)
   ax.set_ylabel("top-1 (%)")
-  lo = min((r["summary"][p]["mean"] for _, r in rows for p in r["summary"]), default=0)
+  lo = min((r["summary"][p]["mean"] for _, r in rows for p in protos if p in r["summary"]),
+           default=0)
   ax.set_ylim(max(0, lo - 10), 100)
   ax.set_title(f"{res['suite']}: mean ± std over seeds")
   ax.legend(fontsize=7, ncol=len(protos))
