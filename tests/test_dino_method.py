@@ -113,3 +113,29 @@ def test_dino_rejects_patch_loss_without_masks():
   with pytest.raises(ValueError, match="'ibot', 'dinov2' or 'posfield'"):
     jax.eval_shape(lambda p, s: method.loss(p, s, {}, batch, jax.random.PRNGKey(1), 0, c),
                    mvars.params, mvars.state)
+
+
+@pytest.mark.parametrize("name,in1k", [("dino", ["vit_s16_100ep"]), ("ibot", ["vit_s16"]),
+                                       ("dinov2", ["vit_s16_in1k", "vit_b16_in1k"]),
+                                       ("posfield", ["vit_s16_in1k", "vit_b16_in1k"])])
+def test_configs_build_and_tiny_variant_traces(name, in1k):
+  module = config_module(f"{name}.py")
+  for arg in ["cpu"] + in1k:
+    c = module.get_config(arg)
+    assert c.method == name and c.data.augment == "dino"
+  big = module.get_config(in1k[0])
+  assert big.data.image_size == 224 and big.data.local_crop_size == 96
+  assert big.dino.out_dim in (8192, 65536) and big.optim.weight_decay_end == 0.4
+  with pytest.raises(ValueError, match="Valid: tiny, cpu"):
+    module.get_config("vit_h14")
+  c = module.get_config("tiny")
+  method = methods.get(name)
+  assert method.views(c) == "multi_crop"
+  batch = _batch(c, b=2)
+  mvars = jax.eval_shape(lambda: method.init(jax.random.PRNGKey(0), batch, c))
+  c.total_steps = 6
+  loss, (m, _) = jax.eval_shape(
+      lambda p, s: method.loss(p, s, {}, batch, jax.random.PRNGKey(1), 0, c),
+      mvars.params, mvars.state)
+  assert loss.shape == () and "dino_loss" in m
+  assert ("patch_loss" in m) == (name != "dino") and ("koleo_loss" in m) == (name in ("dinov2", "posfield"))
