@@ -25,7 +25,6 @@ state: `teacher` (an EMA copy of params), `centres` {cls, patch, pos}.
 Monitors logged every step: teacher entropy (per sample and of the batch
 mean), KL(teacher || student), centre norm, teacher temperature, momentum.
 """
-import functools
 from typing import Callable, Optional
 
 import jax
