@@ -12,8 +12,11 @@ ImageNet:
   python -m ssl_jax.main --config configs/dino.py:vit_s16_100ep --workdir gs://.../dino_s16 \
       --config.data.manual_dir=/data/imagenet
 
-Cost: cpu ~468 steps, see README for the measured time on 2 CPU cores; ImageNet
-ViT-S/16 100 epochs: DINO reports ~1.75 days on 2 x 8 V100 (bs 1024).
+Cost: cpu = 468 steps of 128 images (2 x 32 px + 4 x 16 px crops each); measured
+on the shared 2-core CPU at load ~16: the first 10 steps (compile included)
+took 9.5 min, 3.9 img/s, so the full epoch needs hours there (an idle machine
+or one GPU: minutes). ImageNet ViT-S/16 100 epochs: DINO reports ~1.75 days
+on 2 x 8 V100 (bs 1024).
 Expected: DINO reports 74.0% linear / 69.3% k-NN (README: 100-epoch ViT-S/16
 gives 69.3% k-NN at teacher temp 0.04). cpu: kNN above the random-init twin
 and monitors (teacher entropy, KL, centre norm) without collapse.

@@ -3,9 +3,7 @@ KoLeo, Sinkhorn-Knopp, centring, DINO head's weight-normalised layer,
 teacher temperature and the optimizer's DINO options."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
 import pytest
 
 from ssl_jax import config_defaults, optim

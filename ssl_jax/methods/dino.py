@@ -25,7 +25,6 @@ state: `teacher` (an EMA copy of params), `centres` {cls, patch, pos}.
 Monitors logged every step: teacher entropy (per sample and of the batch
 mean), KL(teacher || student), centre norm, teacher temperature, momentum.
 """
-import functools
 from typing import Callable, Optional
 
 import jax
@@ -144,7 +143,8 @@ def _head(config, tree, term, x):
 def schedules(step, config):
   d = config.dino
   total = int(config.total_steps)
-  steps_per_epoch = total / max(float(config.num_epochs), 1e-9)
+  # The trainer records the epoch length; a bare config falls back to num_epochs.
+  steps_per_epoch = config.get("steps_per_epoch") or total / max(float(config.num_epochs), 1e-9)
   temp = L.teacher_temperature(step, int(d.warmup_teacher_temp_epochs * steps_per_epoch),
                                d.warmup_teacher_temp, d.teacher_temp)
   return temp, ema.cosine_momentum(step, total, d.momentum_teacher)

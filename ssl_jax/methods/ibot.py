@@ -14,7 +14,6 @@ head by default (`dino.head_mode = "shared"`, iBOT's --shared_head) or
 separate ("separate"). Everything else is the DINO engine (methods/dino.py).
 """
 import jax
-import jax.numpy as jnp
 
 from ssl_jax.methods import METHODS, dino
 from ssl_jax.methods.base import Method, fixed_view

@@ -85,9 +85,10 @@ def update_centre(centre, teacher_logits, momentum: float):
 
 
 def entropy_monitors(probs, weights=None):
-  """Collapse monitors: mean per-sample teacher entropy (-> 0: one-hot
-  collapse... or healthy sharpening) and the entropy of the batch-mean
-  distribution (-> 0: every sample on one prototype; -> log K: uniform)."""
+  """Collapse monitors (DINO Sec. 5.3): the mean per-sample teacher entropy
+  (-> log K: uniform collapse, the failure sharpening prevents) and the
+  entropy of the batch-mean distribution (-> 0: every sample on one
+  prototype, the failure centring prevents). Rows weighted by `weights`."""
   p = probs.reshape(-1, probs.shape[-1])
   w = jnp.ones(p.shape[0]) if weights is None else weights.reshape(-1).astype(jnp.float32)
   h = -(p * jnp.log(jnp.maximum(p, 1e-30))).sum(-1)
