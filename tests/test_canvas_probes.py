@@ -79,6 +79,9 @@ def test_targets_pick_the_smallest_box_and_decode_back():
   p = 1 * 4 + 1                                                   # centre (6, 6): small box
   np.testing.assert_allclose(dist[0, p], [6 - 4, 6 - 4, 8 - 6, 12 - 6])   # l, t, r, b
   np.testing.assert_allclose(dist[0, 0], [2, 2, 14, 14])
+  # FCOS Eq. 3 centre-ness: 1 at a box's centre, sqrt(min/max ratios) elsewhere.
+  np.testing.assert_allclose(box_probe.centerness(dist[0, p]), np.sqrt(2 / 6))
+  assert box_probe.centerness(np.array([3.0, 5.0, 3.0, 5.0])) == pytest.approx(1.0)
   dec = box_probe.decode(dist[0], centres, (16, 16))
   np.testing.assert_allclose(dec[p], boxes[0, 1])
   np.testing.assert_allclose(dec[0], boxes[0, 0])

@@ -2,16 +2,18 @@
 001's COCO detection table (Tab. 1, 3-5).
 
 A 1x1 convolution over the frozen patch-token map predicts, per patch, an
-objectness logit and the FCOS distances (l, t, r, b) from the patch centre
+objectness logit, the FCOS distances (l, t, r, b) from the patch centre
 to the four sides of the box it lies in (Tian et al. 2019, FCOS Eq. 1; a
-centre inside several boxes belongs to the smallest, as FCOS). Decoding
-keeps patches whose objectness clears `score_threshold`, turns each into a
-box and runs greedy NMS. Scores are class-agnostic COCO-style box AP (all-
+centre inside several boxes belongs to the smallest, as FCOS) and FCOS's
+centre-ness (Eq. 3), which down-weights boxes regressed from patches far
+from their object's centre. Decoding scores each patch by objectness x
+centre-ness (FCOS Sec. 3.3), keeps those above `score_threshold`, turns
+each into a box and runs greedy NMS. Scores are class-agnostic COCO-style box AP (all-
 point interpolated precision-recall area, greedy matching by score) at IoU
 0.5 and 0.75 and averaged over 0.5:0.05:0.95, and `box_miou`, the mean over
 ground-truth boxes of the best IoU with a kept detection (0 when none).
 
-Deviations from FCOS (named): no FPN, no centre-ness branch, one level;
+Deviations from FCOS (named): no FPN, one level, no class scores;
 objectness is a sigmoid cross-entropy (not focal) and the box loss is L1 on
 distances divided by the image side (not IoU loss), which a linear head
 fits stably. Features are standardised with train statistics (MAE's linear
@@ -58,6 +60,13 @@ def assign_targets(boxes: np.ndarray, centres: np.ndarray):
   return obj.astype(np.float32), np.where(obj[..., None], dist, 0.0).astype(np.float32)
 
 
+def centerness(dist: np.ndarray) -> np.ndarray:
+  """FCOS Eq. 3: sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b)), [..., 4] -> [...]."""
+  d = np.maximum(np.asarray(dist, np.float64), 1e-12)
+  l, t, r, b = d[..., 0], d[..., 1], d[..., 2], d[..., 3]
+  return np.sqrt(np.minimum(l, r) / np.maximum(l, r) * np.minimum(t, b) / np.maximum(t, b))
+
+
 def decode(dist: np.ndarray, centres: np.ndarray, image_size: Tuple[int, int]) -> np.ndarray:
   """(l, t, r, b) [..., P, 4] at centres [P, 2] -> boxes (y0, x0, y1, x1), clipped."""
   d = np.maximum(np.asarray(dist, np.float32), 0.0)
@@ -93,32 +102,40 @@ def detect(scores, dist, centres, image_size, score_threshold: float = 0.05,
 # --- scores ----------------------------------------------------------------------
 
 
+def match_detections(boxes: np.ndarray, scores: np.ndarray, gt: np.ndarray,
+                     iou_threshold: float) -> np.ndarray:
+  """One image: true-positive flags of its detections. In score order, each
+  takes the unmatched ground truth it overlaps most if that IoU >= threshold
+  (COCO / VOC greedy matching: a duplicate of a matched box is a false
+  positive). Matching never looks across images, so it is done per image."""
+  tp = np.zeros(len(scores), bool)
+  if not len(gt) or not len(scores):
+    return tp
+  ious = canvas_data.box_iou(np.asarray(boxes)[:, None], np.asarray(gt)[None])   # [nd, ng]
+  used = np.zeros(len(gt), bool)
+  for d in np.argsort(-np.asarray(scores), kind="stable"):
+    row = np.where(used, -1.0, ious[d])
+    k = int(np.argmax(row))
+    if row[k] >= iou_threshold:
+      used[k] = tp[d] = True
+  return tp
+
+
 def average_precision(detections: Sequence[Tuple[np.ndarray, np.ndarray]],
                       gt_boxes: Sequence[np.ndarray], iou_threshold: float = 0.5) -> float:
-  """Class-agnostic AP over a dataset: detections sorted by score, each
-  matched to the unmatched ground truth of its image with the highest IoU
-  >= threshold (COCO / VOC greedy matching); area under the all-point
-  interpolated precision-recall curve (VOC 2010+)."""
+  """Class-agnostic AP over a dataset: detections matched per image
+  (`match_detections`), then pooled and sorted by score; area under the
+  all-point interpolated precision-recall curve (VOC 2010+)."""
   num_gt = sum(len(g) for g in gt_boxes)
   if num_gt == 0:
     raise ValueError("average_precision needs at least one ground-truth box.")
-  recs = [(s, i, j) for i, (_, sc) in enumerate(detections) for j, s in enumerate(sc)]
-  recs.sort(key=lambda r: -r[0])
-  used = [np.zeros(len(g), bool) for g in gt_boxes]
-  tp = np.zeros(len(recs))
-  for d, (_, i, j) in enumerate(recs):
-    g = gt_boxes[i]
-    if not len(g):
-      continue
-    ious = canvas_data.box_iou(detections[i][0][j], g)
-    ious[used[i]] = -1.0
-    k = int(np.argmax(ious))
-    if ious[k] >= iou_threshold:
-      used[i][k] = True
-      tp[d] = 1.0
+  scores = np.concatenate([np.asarray(s, np.float64) for _, s in detections] + [np.zeros(0)])
+  tp = np.concatenate([match_detections(b, s, g, iou_threshold)
+                       for (b, s), g in zip(detections, gt_boxes)] + [np.zeros(0, bool)])
+  tp = tp[np.argsort(-scores, kind="stable")].astype(np.float64)
   ctp = np.cumsum(tp)
   recall = np.concatenate([[0.0], ctp / num_gt])
-  precision = np.concatenate([[1.0], ctp / np.arange(1, len(recs) + 1)])
+  precision = np.concatenate([[1.0], ctp / np.arange(1, len(tp) + 1)])
   precision = np.maximum.accumulate(precision[::-1])[::-1]           # interpolated
   return float(np.sum((recall[1:] - recall[:-1]) * precision[1:]))
 
@@ -147,11 +164,14 @@ def gt_lists(boxes: np.ndarray) -> List[np.ndarray]:
 
 
 def train_box_head(feats, obj, dist, image_side: float, epochs: int = 30, lr: float = 1e-3,
-                   batch_size: int = 128, box_weight: float = 5.0, seed: int = 0):
-  """Fits the 1x1 conv (a [C, 5] linear map per patch) on frozen features
-  [N, P, C]; returns a jitted predict(f [n, P, C]) -> (scores, distances px)."""
+                   batch_size: int = 128, box_weight: float = 5.0, use_centerness: bool = True,
+                   seed: int = 0):
+  """Fits the 1x1 conv (a [C, 6] linear map per patch: objectness, l, t, r,
+  b, centre-ness) on frozen features [N, P, C]; returns a jitted
+  predict(f [n, P, C]) -> (scores, distances px) and the last epoch's loss."""
   feats = np.asarray(feats, np.float32)
   mean, std = feats.mean((0, 1)), feats.std((0, 1)) + 1e-6     # numpy: no eager XLA ops
+  ctr = jnp.asarray(np.where(obj > 0, centerness(dist), 0.0), jnp.float32)
   obj, dist = jnp.asarray(obj), jnp.asarray(np.asarray(dist) / image_side)
   n, _, c = feats.shape
   feats = jnp.asarray(feats)
@@ -159,23 +179,25 @@ def train_box_head(feats, obj, dist, image_side: float, epochs: int = 30, lr: fl
   steps = max(1, n // batch_size)
   tx = optax.adam(optax.cosine_decay_schedule(lr, epochs * steps))
   rng = np.random.default_rng(seed)
-  params = {"w": jnp.asarray(rng.normal(0, 0.01, (c, 5)), jnp.float32), "b": jnp.zeros(5)}
+  params = {"w": jnp.asarray(rng.normal(0, 0.01, (c, 6)), jnp.float32), "b": jnp.zeros(6)}
   opt_state = jax.jit(tx.init)(params)
 
   def head(p, f):
     return jnp.einsum("npc,ck->npk", (f - mean) / std, p["w"]) + p["b"]
 
-  def loss_fn(p, f, o, d):
+  def loss_fn(p, f, o, d, ct):
     out = head(p, f)
+    npos = jnp.maximum(o.sum(), 1.0)
     bce = optax.sigmoid_binary_cross_entropy(out[..., 0], o).mean()
-    l1 = (jnp.abs(out[..., 1:] - d).sum(-1) * o).sum() / jnp.maximum(o.sum(), 1.0)
-    return bce + box_weight * l1
+    l1 = (jnp.abs(out[..., 1:5] - d).sum(-1) * o).sum() / npos
+    ctr_loss = (optax.sigmoid_binary_cross_entropy(out[..., 5], ct) * o).sum() / npos
+    return bce + box_weight * l1 + ctr_loss
 
   @jax.jit
   def epoch(carry, perm):
     def step(cr, idx):
       p, s = cr
-      loss, g = jax.value_and_grad(loss_fn)(p, feats[idx], obj[idx], dist[idx])
+      loss, g = jax.value_and_grad(loss_fn)(p, feats[idx], obj[idx], dist[idx], ctr[idx])
       u, s = tx.update(g, s, p)
       return (optax.apply_updates(p, u), s), loss
     return jax.lax.scan(step, carry, perm[:steps * batch_size].reshape(steps, batch_size))
@@ -188,7 +210,10 @@ def train_box_head(feats, obj, dist, image_side: float, epochs: int = 30, lr: fl
   @jax.jit
   def predict(f):
     out = head(params, f)
-    return jax.nn.sigmoid(out[..., 0]), out[..., 1:] * image_side
+    score = jax.nn.sigmoid(out[..., 0])
+    if use_centerness:
+      score = score * jax.nn.sigmoid(out[..., 5])
+    return score, out[..., 1:5] * image_side
   return predict, float(np.mean(np.asarray(losses)))
 
 
@@ -200,7 +225,8 @@ def box_probe(train_f, train_boxes, test_f, test_boxes, grid, image_size, cfg) -
   predict, final_loss = train_box_head(
       train_f, obj, dist, float(max(image_size)), epochs=cfg.get("epochs", 30),
       lr=cfg.get("lr", 1e-3), batch_size=cfg.get("batch_size", 128),
-      box_weight=cfg.get("box_weight", 5.0), seed=cfg.get("seed", 0))
+      box_weight=cfg.get("box_weight", 5.0), use_centerness=cfg.get("centerness", True),
+      seed=cfg.get("seed", 0))
   def scores_and_dist(f):
     s, d = predict(f)
     return jnp.concatenate([s[..., None], d], -1)                    # [n, P, 5]
@@ -216,7 +242,7 @@ def defaults() -> Dict:
   """The CPU recipe: 3k / 1k canvases of 32 px, 2-3 items of 10-18 px."""
   return dict(num_train=3000, num_test=1000, image_size=None, num_items=(2, 3), scale=(10, 18),
               max_iou=0.2, seed=0, block=-1, epochs=30, lr=1e-3, batch_size=128,
-              box_weight=5.0, score_threshold=0.05, nms_iou=0.5, max_detections=100,
+              box_weight=5.0, centerness=True, score_threshold=0.05, nms_iou=0.5, max_detections=100,
               feature_batch_size=256)
 
 
