@@ -276,8 +276,10 @@ def make_augment(cfg, mean, std) -> Callable:
 # ----------------------------------------------------------------------------
 
 _BLOCK = re.compile(r"(?:^|/)block_?(\d+)(?:/|$)")
-# Embeddings: ViT patch embedding / tokens, CNN stems, Mobile-Former's global tokens.
-_EMBED = re.compile(r"patch_embed|cls_token|pos_embedding|stem|register|(?:^|/)tokens$")
+# Embeddings: ViT patch embedding / prefix (CLS, proxy) and mask tokens, CNN
+# stems, Mobile-Former's global tokens.
+_EMBED = re.compile(r"patch_embed|cls_token|proxy_tokens|mask_token|pos_embedding|stem|register"
+                    r"|(?:^|/)tokens$")
 
 
 def layer_decay_scales(params, decay: float, encoder_key: str = "encoder"):
