@@ -19,7 +19,11 @@ Expected: summary.json with attn_{distance,entropy,nmi}_{last,mean},
 spatial_corr, cka_diag_vs_* and, on 256 Fashion-MNIST canvases at the input
 size, canvas_inst_{own,other,background,contrast}_last (001 Fig. 6: own- vs
 other-instance attention of patch queries) and canvas_attn_{distance,nmi}_last
-(Fig. 5), and the figures next to it (27 s on CPU).
+(Fig. 5), and the figures next to it (27 s on CPU). On the canvases, a
+1-epoch MAE ViT (width 128, 4 blocks, patch 4) printed own / other instance
+attention per block of contrast 1.29, 1.35, 1.19, 0.99 (own-instance mass
+per patch over other-instance mass per patch) vs 1.04, 1.02, 0.99, 1.01 for
+its random-init twin (1.0 = instance-blind).
 002 reports that MAE lowers attention distance and entropy relative to random
 init on ImageNet. On the default job's export (1-epoch MAE ViT-Tiny, Fashion-
 MNIST) one run printed: attention distance 15.90 px (last block) vs 16.53 for

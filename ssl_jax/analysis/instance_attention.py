@@ -117,7 +117,7 @@ def canvas_analysis(models_: Dict[str, object], image_size: int, cfg, out_dir: s
   if "encoder" not in inst:
     return {}, {}
   files = save(inst, out_dir)
-  files["head_stats"] = attention_stats.save(heads, os.path.join(out_dir, "canvas"))
+  files["head_stats"] = attention_stats.save(heads, os.path.join(out_dir, "head_stats"))
   e = inst["encoder"]
   results = {f"canvas_inst_{k}_last": float(e[k][-1]) for k in KEYS}
   results["canvas_inst_contrast_mean"] = float(np.mean(e["contrast"]))
@@ -146,7 +146,9 @@ def save(stats_by_model: Dict[str, Dict[str, np.ndarray]], out_dir: str) -> Dict
   axes[0].set_ylabel("attention mass")
   axes[1].set_ylabel("own / other mass per patch")
   axes[1].axhline(1.0, color="gray", lw=0.8)
+  depth = max(len(s["own"]) for s in stats_by_model.values())
   for ax in axes:
+    ax.set_xticks(np.arange(1, depth + 1))
     ax.set_xlabel("block")
     ax.legend(fontsize=6)
   fig.tight_layout()
