@@ -57,7 +57,7 @@ NEVER_TRAINED = {"num_epochs": 0.0}
 ROWS = [
     Row("pixels", "raw pixels", ("frozen",), export="pixels", role="reference",
         eval_overrides={"eval.feature": "cls"}),
-    Row("random_vit", "random init (ViT-S4)", ("frozen", "finetune"),
+    Row("random_vit", "random init (ViT-S4)", ("frozen", "finetune", "analyze"),
         config="configs/supervised.py:vit_small4", overrides=NEVER_TRAINED,
         eval_overrides=VIT_EVAL, role="reference"),
     Row("supervised_vit", "supervised (ViT-S4)", ("frozen", "finetune"),
