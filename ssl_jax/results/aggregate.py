@@ -112,7 +112,8 @@ def markdown(res: dict, s) -> str:
       continue
     cells = [(_fmt(r["summary"][p]) if p in r["summary"] else "–") for p in protos]
     b = next((c["budget"] for c in r["cells"] if "budget" in c), None)
-    walls = [c["wall_min"].get("pretrain", 0.0) for c in r["cells"] if "wall_min" in c]
+    walls = [c["wall_min"]["pretrain"] for c in r["cells"]     # finished pre-trainings only
+             if "budget" in c and "pretrain" in c.get("wall_min", {})]
     budget = "–"
     if b and b["steps"]:
       budget = f"{b['steps']} x {b['batch']} = {b['images_seen']:,}"
