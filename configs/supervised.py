@@ -40,17 +40,7 @@ def get_config(arg: str = "vit_small4"):
   c.optim.weight_decay = 0.05
   if arg == "tiny":
     c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4)
-    c.data.image_size = 16
-    config_defaults.cpu_job(c, base_lr=1e-3, warmup_epochs=0.0)
-    c.batch_size = 8
-    c.total_steps = 4
-    c.optim.warmup_steps = 1
-    c.log_every = 2
-    c.checkpoint_every = 2
-    c.data.max_train_examples = 256
-    c.data.shuffle_buffer = 256
-    c.eval.protocols = ()
-    return c
+    return config_defaults.tiny_job(c)
   if arg not in _MODELS:
     raise ValueError(f"Unknown variant {arg!r}. Valid: {', '.join(list(_MODELS) + ['tiny'])}.")
   c.model = dict(_MODELS[arg])

@@ -297,13 +297,9 @@ def family_config(method: str, arg: str, in1k: dict, cpu: dict, **dino_overrides
     c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4,
                    posemb="learn", drop_path=0.1)
     c.dino.update(out_dim=64, patch_out_dim=64, hidden_dim=64, bottleneck_dim=32)
-    c.data.image_size, c.data.local_crop_size, c.data.num_local_crops = 16, 8, 2
-    c.batch_size, c.total_steps = 8, 6
-    c.data.max_train_examples, c.data.shuffle_buffer = 512, 512
-    o.warmup_steps, o.frozen = 2, (("last_layer", 0.002),)
-    c.log_every, c.checkpoint_every = 1, 2
-    c.eval.protocols = ()
-    return c
+    c.data.local_crop_size, c.data.num_local_crops = 8, 2
+    o.frozen = (("last_layer", 0.5),)          # the first of the 2-step epochs
+    return config_defaults.tiny_job(c)
   if arg == "cpu":
     c.model = dict(name="vit", variant="Ti", width=128, depth=4, num_heads=4, patch_size=4,
                    posemb="learn", drop_path=0.0)

@@ -38,18 +38,9 @@ def build(method: str, size: str, mim: dict, num_prefix: int = 1, in1k_recipe: s
   c.mim = mim
   c.optim.b2 = 0.999                      # BEiT / MaskFeat / SimMIM AdamW betas (0.9, 0.999)
   if size == "tiny":
-    c.data.image_size = 16
     c.model = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=4, patch_size=4,
                    num_prefix=num_prefix, drop_path=0.0)
-    c.batch_size = 8
-    c.data.max_train_examples = 256
-    c.data.shuffle_buffer = 256
-    c.total_steps = 4
-    c.optim.warmup_steps = 1
-    c.log_every = 1
-    c.checkpoint_every = 2
-    c.eval.protocols = ()
-    return c
+    return config_defaults.tiny_job(c)
   if size == "cpu":
     c.model = dict(name="vit", variant="Ti", width=192, depth=12, num_heads=12, patch_size=4,
                    num_prefix=num_prefix,
