@@ -118,7 +118,8 @@ def train(config, workdir: str, devices=None):
   # Methods' own schedules (EMA teacher momentum) read the resolved horizon.
   config = config.copy_and_resolve_references()
   config.total_steps = total_steps
-  config.steps_per_epoch = steps_per_epoch      # epoch-based method schedules (DINO)
+  with config.unlocked():   # main.py locks the config; this key is the trainer's, not the user's
+    config.steps_per_epoch = steps_per_epoch      # epoch-based method schedules (DINO)
   tx, schedule = optim.make_optimizer(config, total_steps, steps_per_epoch)
 
   # ------------------------------------------------------------------ state
