@@ -32,5 +32,5 @@ def test_unknown_split_lists_valid():
 
 def test_unknown_config_variant_lists_valid():
   mod = config_module("mae.py")
-  with pytest.raises(ValueError, match="Valid: vit_tiny, vit_tiny_in1k"):
+  with pytest.raises(ValueError, match="Valid: vit_tiny, tiny, vit_tiny_in1k"):
     mod.get_config("vit_huge")
