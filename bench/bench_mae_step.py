@@ -27,6 +27,22 @@ def median_time(fn, *args, warmup=2, iters=10):
   return float(np.median(times))
 
 
+def time_train_step(method, config, tx, schedule, state, constants, batch, state_sh, const_sh,
+                    data_sh, mesh, iters=10):
+  """The trainer's jitted step: its XLA FLOP count and median time.
+  Returns dict(step_s, img_s_dev, tflop_step, achieved) (achieved: FLOP/s per device)."""
+  step = jax.jit(train.make_train_step(method, config, tx, schedule),
+                 in_shardings=(state_sh, const_sh, data_sh), out_shardings=(state_sh, None))
+  cost = step.lower(state, constants, batch).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float(cost.get("flops", 0.0))
+  t = median_time(lambda s: step(s, constants, batch)[1]["loss"], state, iters=iters)
+  n_dev = mesh.devices.size
+  n_img = jax.tree.leaves(batch)[0].shape[0]
+  return dict(step_s=t, img_s_dev=n_img / t / n_dev, tflop_step=flops / 1e12,
+              achieved=flops / t / n_dev)
+
+
 def matmul_peak(dtype, n=4096, iters=10):
   """Measured FLOP/s of a square matmul on device 0: the MFU denominator."""
   a = jnp.ones((n, n), dtype)
@@ -58,16 +74,9 @@ def bench(variant, batch, image_size, dtype, mesh):
   st_sh = sharding.tree_shardings(state, mesh, c.sharding_rules, c.fsdp_min_size)
   d_sh = sharding.batch_sharding(mesh)
   state, b = jax.device_put(state, st_sh), jax.device_put(b, d_sh)
-  step = jax.jit(train.make_train_step(method, c, tx, schedule),
-                 in_shardings=(st_sh, sharding.replicated(mesh), d_sh), out_shardings=(st_sh, None))
-  compiled = step.lower(state, {}, b).compile()
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0))
-  t = median_time(lambda s: step(s, {}, b)[1]["loss"], state)
-  n_dev = mesh.devices.size
-  return dict(model=f"ViT-{variant}", step_s=t, img_s_dev=batch / t / n_dev, tflop_step=flops / 1e12,
-              achieved_tflops=flops / t / 1e12 / n_dev)
+  r = time_train_step(method, c, tx, schedule, state, {}, b, st_sh, sharding.replicated(mesh),
+                      d_sh, mesh)
+  return dict(r, model=f"ViT-{variant}")
 
 
 def main():
@@ -85,7 +94,7 @@ def main():
   for v in a.models.split(","):
     r = bench(v, a.batch, a.image_size, a.dtype, mesh)
     print(f"{r['model']:<10}{1e3 * r['step_s']:>10.1f}{r['img_s_dev']:>12.1f}"
-          f"{r['tflop_step']:>12.3f}{100 * r['achieved_tflops'] * 1e12 / peak:>8.1f}", flush=True)
+          f"{r['tflop_step']:>12.3f}{100 * r['achieved'] / peak:>8.1f}", flush=True)
 
 
 if __name__ == "__main__":

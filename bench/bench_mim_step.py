@@ -18,8 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.bench_mae_step import matmul_peak, median_time
-from ssl_jax import methods, optim, sharding, tokenizers, train
+from bench.bench_mae_step import matmul_peak, time_train_step
+from ssl_jax import methods, optim, sharding, tokenizers
 from ssl_jax.methods import mim_recipes
 
 
@@ -54,15 +54,7 @@ def bench(spec, size, batch, dtype, mesh):
   d_sh, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
   state, b = jax.device_put(state, st_sh), jax.device_put(b, d_sh)
   consts = jax.device_put(mv.constants, rep)
-  step = jax.jit(train.make_train_step(method, c, tx, schedule),
-                 in_shardings=(st_sh, rep, d_sh), out_shardings=(st_sh, None))
-  cost = step.lower(state, consts, b).compile().cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float(cost.get("flops", 0.0))
-  t = median_time(lambda st: step(st, consts, b)[1]["loss"], state, iters=5)
-  n_dev = mesh.devices.size
-  return dict(step_s=t, img_s_dev=batch / t / n_dev, tflop_step=flops / 1e12,
-              achieved=flops / t / n_dev)
+  return time_train_step(method, c, tx, schedule, state, consts, b, st_sh, rep, d_sh, mesh, iters=5)
 
 
 def main():
