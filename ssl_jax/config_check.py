@@ -124,8 +124,10 @@ def check(config, modes: Sequence[str], device_count: int):
   total = config.get("total_steps")
   if total is not None:
     _positive_int("total_steps", total)
-  elif not (isinstance(config.get("num_epochs"), (int, float)) and config.num_epochs > 0):
-    raise ConfigError(f"num_epochs={config.get('num_epochs')!r} must be > 0 "
+  elif not (isinstance(config.get("num_epochs"), (int, float)) and config.num_epochs >= 0):
+    # 0 is allowed: no step is taken and the initialisation is exported (the
+    # results suite's random-init twins, configs/results/fmnist.py).
+    raise ConfigError(f"num_epochs={config.get('num_epochs')!r} must be >= 0 "
                       "(or set total_steps).")
   for key in ("log_every", "checkpoint_every"):
     _positive_int(key, config.get(key))

@@ -15,7 +15,7 @@ BAD = [
     (dict(keep_checkpoints=0), r"keep_checkpoints=0 must be an integer >= 1"),
     (dict(total_steps=0), r"total_steps=0 must be an integer >= 1"),
     (dict(total_steps=-5), r"total_steps=-5 must be an integer >= 1"),
-    (dict(total_steps=None, num_epochs=0.0), r"num_epochs=0.0 must be > 0"),
+    (dict(total_steps=None, num_epochs=-1.0), r"num_epochs=-1.0 must be >= 0"),
     (dict(log_every=0), r"log_every=0 must be an integer >= 1"),
     (dict(checkpoint_every=0), r"checkpoint_every=0 must be"),
     (dict(batch_size=0), r"batch_size=0 must be"),
@@ -98,3 +98,21 @@ def test_command_line_errors_are_one_line_and_exit_1(tmp_path):
   assert not os.path.exists(os.path.join(wd, "checkpoints"))
   r = run_main(["--config", MAE, "--config.nonexistent=1", "--workdir", wd, "--debug"])
   assert r.returncode == 1 and "Traceback" in r.stderr
+
+
+def test_zero_epochs_exports_the_initialisation(tmp_path):
+  """num_epochs=0 is the results suite's random-init twin: no step, an export.
+
+  Break tried: rejecting num_epochs=0 in config_check (as the first hardening
+  pass did) stops the suite's random-init rows before they export.
+  """
+  from ssl_jax import export, metrics, train  # pylint: disable=g-import-not-at-top
+  c = tiny_mae_config(total_steps=None, num_epochs=0.0)
+  config_check.check(c, ("pretrain", "eval"), device_count=1)
+  import jax  # pylint: disable=g-import-not-at-top
+  train.train(c, str(tmp_path), devices=jax.devices()[:1])
+  logged = tmp_path / "metrics.jsonl"
+  assert not logged.exists() or not [r for r in metrics.read(str(tmp_path))
+                                     if r["kind"] == "train"]
+  enc = export.load(str(tmp_path / "export"))
+  assert enc.model_cfg["width"] == 32 and enc.info["step"] == 0
