@@ -67,9 +67,12 @@ def test_one_vs_eight_devices_same_losses(protocol, overrides, small_export, tmp
   runs = {}
   for n in (1, 8):
     wd = str(tmp_path / f"dev{n}")
-    c = _config(protocol, "tiny", small_export, checkpoint_every=100, **overrides)
+    c = _config(protocol, "tiny", small_export, checkpoint_every=100, val_every_epochs=1.0,
+                **overrides)
     train.train(c, wd, devices=jax.devices()[:n])
     runs[n] = (_losses(wd), _records(wd, "eval")[-1])
+    # Every epoch (2 steps) but the last, whose score is the final "eval" record.
+    assert [r["step"] for r in _records(wd, "val")] == [2]
   (l1, e1), (l8, e8) = runs[1], runs[8]
   assert len(l1) == 4 and np.all(np.isfinite(l1)) and len(set(l1)) == 4
   np.testing.assert_allclose(l8, l1, rtol=2e-5)
