@@ -154,3 +154,33 @@ def test_cli_job_host_memory_does_not_grow_with_training_examples(small_export, 
     rss.append(float(out.split("RSS_MB")[-1]))
   source_mb = (sizes[1] - sizes[0]) * 32 * 32 * 3 / 2 ** 20       # the uint8 copy: 146 MB
   assert rss[1] - rss[0] < source_mb + 48.0, (rss, source_mb)
+
+
+@pytest.mark.parametrize("protocol", ["linear", "finetune"])
+def test_jobs_stream_an_imagenet_manual_dir(protocol, small_export, tmp_path_factory):
+  """Both jobs through the real tfds imagenet2012 builder (a manual_dir of
+  real photos built at test time, one JPEG corrupted): JPEGs decoded per
+  batch, the undecodable one skipped and counted, the 2-image validation
+  split scored against its official labels (1000 classes)."""
+  from tests.test_imagenet_manual_dir import _build_manual_dir  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.getbasetemp() / "imagenet"
+  if not (root / "manual").exists():
+    _build_manual_dir(str(root / "manual"))        # 8 training images, 1 corrupted
+  c = _config(protocol, "tiny", small_export, **{
+      "data.name": "imagenet2012", "data.manual_dir": str(root / "manual"),
+      "data.data_dir": str(root / "tfds"), "data.train_split": "train",
+      "data.eval_split": "validation", "batch_size": 4})
+  c[protocol].num_classes = 1000
+  if protocol == "finetune":
+    c.finetune.update(randaug=None, mixup=0.0)
+  wd = str(tmp_path_factory.mktemp(protocol))
+  res = train.train(c, wd, devices=jax.devices()[:1])
+  losses = _losses(wd)
+  assert len(losses) == 4 and np.all(np.isfinite(losses))
+  assert res[f"{protocol}/val_examples"] == 2 and res["skipped_images"] == 0
+  train_recs = _records(wd, "train")
+  # 7 good images give one full batch of 4 per epoch: 4 steps are 4 epochs,
+  # the corrupted JPEG counted in each.
+  assert train_recs[-1]["skipped_images"] == 4
+  assert (os.path.exists(os.path.join(wd, "export", "encoder.json"))
+          == (protocol == "finetune"))
