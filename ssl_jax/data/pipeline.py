@@ -239,8 +239,9 @@ def eval_batches(data_cfg, split: str, batch_size: int, sharding,
   memory is bounded by the prefetch depth, not by the split's size. The last
   batch is padded and `valid` (1.0 / 0.0) marks the real rows, so a metric
   summed over valid rows counts every decodable example once on any number
-  of devices. Every process yields the same number of batches (padding with
-  empty ones if undecodable images shortened its shard); `expected` is the
+  of devices. Processes with equally large shards (tfds.even_splits drops
+  the remainder) yield the same number of batches, padding with empty ones
+  if undecodable images shortened a shard; `expected` is the
   number of examples of this process's shard (valid rows fall short of it by
   the undecodable ones).
   """
