@@ -3,7 +3,8 @@
 The encoder starts from the export `config.encoder` and trains with a fresh
 head (`finetune.head`: "linear" on GAP / CLS, or 000's tran-1 decoder), the
 model of the in-memory protocol (`evaluate/finetune.py: Classifier`). The
-recipe pieces are MAE's fine-tuning (MAE App. A.3, Tab. 10; timm):
+recipe pieces are MAE's fine-tuning (MAE App. A.1 "End-to-end fine-tuning",
+Tab. 9; timm):
 - layer-wise lr decay (`optim.layer_decay`, BEiT / MAE `param_groups_lrd`),
   AdamW, warm-up + cosine, no weight decay on norms / biases / tokens;
 - RandomResizedCrop + flip per example in tf.data (`single_crop` view, from

@@ -1,18 +1,19 @@
-"""Linear probing as a job of the one trainer (method "linear"; MAE App. A.2).
+"""Linear probing as a job of the one trainer (method "linear"; MAE App. A.1
+"Linear probing", Tab. 10).
 
 The frozen encoder `config.encoder` (an export folder or a timm / MAE / DINO
 checkpoint, `interop.load_encoder`) is a method constant: never trained,
 never checkpointed, re-read on resume. On its feature (`eval.feature`,
 `eval.block`, as the in-memory protocol reads them) sit BatchNorm without
 affine (eps 1e-6: MAE's `BatchNorm1d(affine=False, eps=1e-6)`, which
-"normalises the pre-trained features", MAE App. A.2) and a linear layer
+normalises the pre-trained features, MAE App. A.1) and a linear layer
 (MAE: `trunc_normal_(std=0.01)`, zero bias); only the layer trains, with
 cross-entropy on the streamed, augmented `single_crop` view (MAE:
 RandomResizedCrop + flip while probing, `data.crop_scale` (0.08, 1)).
 The BatchNorm running statistics (torch momentum 0.1 = flax 0.9) are the
 method state, checkpointed and used by `predict`, the validation pass.
 
-Recipe (configs/eval/linear.py:mae_in1k, MAE Tab. 9 / App. A.2): LARS
+Recipe (configs/eval/linear.py:mae_in1k, MAE Tab. 10): LARS
 (`optim.name="lars"`), base lr 0.1 (lr = 0.1 x batch / 256), weight decay 0,
 batch 16384, 90 epochs, 10 warm-up epochs, cosine, CLS token.
 
