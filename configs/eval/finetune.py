@@ -32,8 +32,8 @@ NaN stop, progress lines; host memory bounded by the prefetch depth and
 the eval split is scored at the end (kind "eval": finetune/top1, /top5).
   python -m ssl_jax.main --config configs/eval/finetune.py:<variant> \
       --config.encoder=EXPORT --workdir DIR
-  :mae_vit_b_in1k  MAE App. A.1 / Tab. 9 and its FINETUNE.md, ViT-B/16 on IN-1k at 224 px: AdamW
-                   (0.9, 0.999), weight decay 0.05, base lr 5e-4 (lr = 5e-4 x
+  :mae_vit_b_in1k  MAE App. A.1 / Tab. 9 and its FINETUNE.md, ViT-B/16 on
+                   IN-1k at 224 px: AdamW (0.9, 0.999), weight decay 0.05, base lr 5e-4 (lr = 5e-4 x
                    1024 / 256 = 2e-3), layer decay 0.65, batch 1024, 100 epochs,
                    5 warm-up, cosine to 1e-6, RandAug(9, 0.5), random erasing
                    0.25, Mixup 0.8, CutMix 1.0, label smoothing 0.1, drop path
