@@ -26,12 +26,14 @@ Two ways to run it, same `--config.encoder`, results in <workdir>/metrics.jsonl:
               68.0, PyTorch repo 67.8; ViT-L 75.8). Cost: 90 epochs of frozen
               ViT-B forwards (MAE: ~2 h 20 min on 32 V100s).
    :job_cpu   the embedded Fashion-MNIST (10k train images, the 10k test split),
-              the recipe of the in-memory CPU probe (SGD momentum 0.9, batch
-              256, base lr 0.1, 30 epochs, 3 warm-up) with augmentation:
-              crops of scale (0.5, 1) + flip. Cost: 30 x 10k frozen forwards
-              (the export's encoder), plus 10k for validation.
-              Expected: within a few points of the in-memory probe on the same
-              export (tests/test_eval_jobs.py checks this on a small export).
+              the in-memory CPU probe's optimizer (SGD momentum 0.9, batch 256,
+              base lr 0.1, 10% warm-up) for 10 epochs, flips but no crops.
+              Measured on the results suite's MAE ViT-S4 export (seed 0,
+              --config.eval.feature=mean): 74.30 top-1, in-memory probe at the
+              same 10 epochs 75.80 (30 epochs: 77.57); 4.4 CPU-min (15 min wall
+              on the shared 2-core machine). With crops of scale (0.5, 1) (MAE:
+              (0.08, 1)) the job scored 65.84: a 1-epoch encoder's features on
+              32-px images shift under crops, and the test images are not cropped.
    :tiny      16 px, batch 8, 4 steps: the every-method train/resume test.
 
 Deviations of the job from MAE (named): the BatchNorm normalises with the
@@ -81,15 +83,15 @@ def get_config(arg: str = ""):
   c.optim.name = "sgd"
   if arg == "job_cpu":
     c.data.max_train_examples = 10_000
-    c.data.crop_scale = (0.5, 1.0)
+    c.data.crop_scale, c.data.crop_ratio = (1.0, 1.0), (1.0, 1.0)   # no crops (docstring)
     c.data.shuffle_buffer = 10_000
     c.batch_size = 256
-    c.num_epochs = 30.0
+    c.num_epochs = 10.0
     c.optim.base_lr = 0.1
-    c.optim.warmup_epochs = 3.0
+    c.optim.warmup_epochs = 1.0
     c.log_every = 20
     c.checkpoint_every = 200
-    c.val_every_epochs = 10.0
+    c.val_every_epochs = 5.0
     return c
   c.optim.base_lr = 0.1 * 256 / 8         # peak lr 0.1 at batch 8
   c = config_defaults.tiny_job(c)
