@@ -184,3 +184,26 @@ def test_jobs_stream_an_imagenet_manual_dir(protocol, small_export, tmp_path_fac
   assert train_recs[-1]["skipped_images"] == 4
   assert (os.path.exists(os.path.join(wd, "export", "encoder.json"))
           == (protocol == "finetune"))
+
+
+def test_paper_recipe_variants(small_export):
+  """MAE's ImageNet recipes as the configs hold them (MAE Tab. 9 / 10 and its
+  FINETUNE.md), valid for the trainer (config_check, 8 devices)."""
+  from ssl_jax import main  # pylint: disable=g-import-not-at-top
+  lin = _config("linear", "mae_in1k", small_export)
+  assert (lin.mode, lin.method, lin.optim.name, lin.optim.base_lr, lin.batch_size,
+          lin.num_epochs, lin.optim.warmup_epochs, lin.optim.weight_decay, lin.eval.feature,
+          lin.linear.num_classes, tuple(lin.data.crop_scale)) == (
+              "train", "linear", "lars", 0.1, 16384, 90.0, 10.0, 0.0, "cls", 1000, (0.08, 1.0))
+  ft = _config("finetune", "mae_vit_b_in1k", small_export)
+  f = ft.finetune
+  assert (ft.method, ft.optim.name, ft.optim.base_lr, ft.optim.layer_decay, ft.batch_size,
+          ft.num_epochs, ft.optim.warmup_epochs, ft.optim.weight_decay, ft.optim.b2) == (
+              "finetune", "adamw", 5e-4, 0.65, 1024, 100.0, 5.0, 0.05, 0.999)
+  assert (tuple(f.randaug), f.mixup, f.cutmix, f.label_smoothing, f.drop_path,
+          f.random_erase, f.pool, f.num_classes) == ((9, 0.5), 0.8, 1.0, 0.1, 0.1, 0.25, "gap", 1000)
+  for c in (lin, ft):
+    assert c.data.name == "imagenet2012" and c.data.image_size == 224
+    config_check.check(c, main.MODES, device_count=8)
+  with pytest.raises(ValueError, match="Valid"):
+    config_module("eval/linear.py").get_config("nope")
