@@ -134,7 +134,7 @@ def check(config, modes: Sequence[str], device_count: int):
   _positive_int("keep_checkpoints", config.get("keep_checkpoints"))
   _positive_int("eval_every", config.get("eval_every", 0), minimum=0)
   _check_data(config.get("data"))
-  if config.mode == "pretrain":
+  if config.mode in ("pretrain", "train"):
     _check_pretrain(config, device_count)
   _check_eval(config)
 
@@ -189,9 +189,15 @@ def _check_eval(config):
     raise ConfigError(f"eval.block={e.get('block')!r} must be -1 (final output) or a "
                       "0-based block index.")
   _positive_int("eval.batch_size", e.get("batch_size", 1))
+  if config.mode == "train" and config.get("encoder") is not None:
+    _check_encoder_path(config.encoder)
   if config.mode == "eval":
     if not config.get("encoder"):
       raise ConfigError("eval mode needs --config.encoder=<pre-training workdir>/export "
                         "(or a .safetensors / .pth checkpoint).")
-    if not os.path.exists(config.encoder) and "://" not in config.encoder:
-      raise ConfigError(f"config.encoder={config.encoder!r} does not exist.")
+    _check_encoder_path(config.encoder)
+
+
+def _check_encoder_path(path):
+  if not os.path.exists(path) and "://" not in path:
+    raise ConfigError(f"config.encoder={path!r} does not exist.")

@@ -1,7 +1,9 @@
 """Entry point: python -m ssl_jax.main --config configs/<method>.py:<variant> --workdir DIR.
 
-`config.mode` picks the job: pretrain (then export + eval), eval (protocols
-in config.eval.protocols on `--config.encoder=<workdir>/export`).
+`config.mode` picks the job: pretrain (then export + eval), train (the same
+trainer running an evaluation objective, e.g. configs/eval/linear.py:job_cpu
+on `--config.encoder`), eval (the in-memory protocols in
+config.eval.protocols on `--config.encoder=<workdir>/export`).
 
 Every setting is checked (`ssl_jax.config_check`) before any data is read. A
 problem the user can fix (bad setting, unknown key, missing file, NaN loss,
@@ -26,7 +28,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and 
 _DEBUG = flags.DEFINE_bool("debug", False, "Show the traceback of errors (or SSL_JAX_DEBUG=1).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-MODES = ("pretrain", "eval")
+MODES = ("pretrain", "train", "eval")
 
 
 def _debug(argv=None) -> bool:
@@ -105,7 +107,7 @@ def main(argv):
   except config_check.ConfigError as e:
     _fail(str(e), e)
   try:
-    if config.mode == "pretrain":
+    if config.mode in ("pretrain", "train"):   # "train": the same loop, an eval objective
       from ssl_jax import train  # pylint: disable=g-import-not-at-top
       train.train(config, workdir)
     else:

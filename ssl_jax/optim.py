@@ -17,6 +17,10 @@ update, weight decay included, for the first `epochs` epochs: DINO's frozen
 last layer), `clip_grad_mode` ("global": optax global norm; "per_param": each
 array's gradient clipped to `clip_grad_norm` on its own, DINO's
 `clip_gradients`).
+
+Evaluation jobs (linear probe, fine-tuning): `name="lars"` is MAE's LARS
+(util/lars.py, the linear-probe optimizer) and `layer_decay` (< 1) scales
+each parameter's update by BEiT / MAE's layer-wise lr decay (`param_groups_lrd`).
 """
 import functools
 import math
@@ -29,7 +33,7 @@ import optax
 from ssl_jax import sharding
 from ssl_jax.registry import check_choice
 
-OPTIMIZERS = ("adamw", "sgd")
+OPTIMIZERS = ("adamw", "sgd", "lars")
 
 NO_DECAY = re.compile(
     r"pos_embedding|cls_token|mask_token|proxy_token|placeholder|(^|/)tokens$")
@@ -110,6 +114,68 @@ def freeze_for(frozen, steps_per_epoch: int) -> optax.GradientTransformation:
   return optax.GradientTransformation(init, update)
 
 
+def lars(lr, weight_decay: float = 0.0, momentum: float = 0.9,
+         trust_coefficient: float = 0.001) -> optax.GradientTransformation:
+  """MAE's util/lars.py: weight decay and the trust ratio apply only to arrays
+  with ndim > 1 (a head's bias takes plain momentum SGD), and the lr scales the
+  momentum buffer's step (torch style), not each gradient before the momentum
+  as optax.lars does; the two differ while the lr changes (warm-up, cosine)."""
+  matrices = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
+  return optax.chain(
+      optax.masked(optax.add_decayed_weights(weight_decay), matrices),
+      optax.masked(optax.scale_by_trust_ratio(trust_coefficient=trust_coefficient), matrices),
+      optax.trace(decay=momentum), optax.scale_by_learning_rate(lr))
+
+
+# Layer-wise lr decay: the block index is read from the param path `block{i}`;
+# embeddings are ViT patch embedding / prefix (CLS, proxy) and mask tokens,
+# CNN stems, Mobile-Former's global tokens.
+_BLOCK = re.compile(r"(?:^|/)block_?(\d+)(?:/|$)")
+_EMBED = re.compile(r"patch_embed|cls_token|proxy_tokens|mask_token|pos_embedding|stem|register"
+                    r"|(?:^|/)tokens$")
+
+
+def layer_decay_scales(params, decay: float, encoder_key: str = "encoder"):
+  """Tree of lr multipliers (MAE `param_groups_lrd`): with L blocks, layer id
+  0 = embeddings, i+1 = block i, L+1 = everything else; scale decay^(L+1-id).
+  Only paths under `encoder_key` decay; encoders without `block{i}` params get
+  no decay."""
+  paths = [sharding.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+  blocks = {int(m.group(1)) for p in paths for m in [_BLOCK.search(p)] if m}
+  num = max(blocks) + 1 if blocks else 0
+
+  def scale(path, _):
+    if not num or decay == 1.0:
+      return 1.0
+    name = sharding.path_str(path)
+    in_encoder = name.split("/")[0] == encoder_key
+    m = _BLOCK.search(name)
+    if in_encoder and m:
+      layer = int(m.group(1)) + 1
+    elif in_encoder and _EMBED.search(name):
+      layer = 0
+    else:
+      layer = num + 1
+    return float(decay ** (num + 1 - layer))
+  return jax.tree_util.tree_map_with_path(scale, params)
+
+
+def scale_by_tree(scales) -> optax.GradientTransformation:
+  """Multiplies each update by a fixed per-leaf scale (a tree like the params)."""
+  return optax.GradientTransformation(
+      lambda params: optax.EmptyState(),
+      lambda updates, state, params=None: (jax.tree.map(lambda u, s: u * s, updates, scales), state))
+
+
+def scale_by_layer_decay(decay: float) -> optax.GradientTransformation:
+  """`scale_by_tree(layer_decay_scales(...))` with the scales read from the
+  updates' own paths (static), so the optimizer is built before the params."""
+  return optax.GradientTransformation(
+      lambda params: optax.EmptyState(),
+      lambda updates, state, params=None: (jax.tree.map(
+          lambda u, s: u * s, updates, layer_decay_scales(updates, decay)), state))
+
+
 def make_optimizer(config, total_steps: int, steps_per_epoch: int):
   o = config.optim
   schedule = lr_schedule(config, total_steps, steps_per_epoch)
@@ -128,6 +194,11 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
   elif name == "adamw":
     parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay,
                              mask=mask))
+  elif name == "lars":
+    if callable(wd):
+      raise ValueError("optim.weight_decay_end (a weight-decay schedule) needs optim.name "
+                       "'adamw'; LARS takes a constant weight_decay.")
+    parts.append(lars(schedule, o.weight_decay, o.momentum))
   else:
     if callable(wd):
       raise ValueError("optim.weight_decay_end (a weight-decay schedule) needs optim.name "
@@ -135,6 +206,8 @@ def make_optimizer(config, total_steps: int, steps_per_epoch: int):
     # Coupled L2 as in torch.optim.SGD (MoCo v2): decay enters the momentum.
     parts.append(optax.add_decayed_weights(o.weight_decay, mask=mask))
     parts.append(optax.sgd(schedule, momentum=o.momentum))
+  if o.get("layer_decay") is not None and float(o.layer_decay) != 1.0:
+    parts.append(scale_by_layer_decay(float(o.layer_decay)))
   if o.get("frozen"):
     # Last in the chain: the whole update (weight decay included) is zeroed.
     parts.append(freeze_for(o.frozen, steps_per_epoch))

@@ -2,6 +2,11 @@
 
 Banner sections: setup -> state (init or resume) -> the jitted sharded step
 -> the loop (log, eval, checkpoint) -> export and final evaluation.
+
+Evaluation jobs are methods too (`methods/linear_probe.py`, `finetune.py`):
+a method with `predict` is scored on the eval split every
+`val_every_epochs` epochs and at the end (`ssl_jax/validate.py`); one
+without an `encoder` exports nothing.
 """
 import os
 import time
@@ -20,6 +25,7 @@ from ssl_jax import metrics as metrics_lib
 from ssl_jax import models
 from ssl_jax import optim
 from ssl_jax import sharding
+from ssl_jax import validate
 from ssl_jax.data import pipeline
 from ssl_jax.interop import timm_vit
 
@@ -160,6 +166,10 @@ def train(config, workdir: str, devices=None):
         f"mesh={dict(mesh.shape)} steps={start}->{total_steps} "
         f"({steps_per_epoch} steps/epoch, batch {config.batch_size})", flush=True)
 
+  validator = (validate.Validator(method, config, mesh, state_sh, const_sh)
+               if method.predict is not None else None)
+  val_every = int(round(float(config.get("val_every_epochs") or 0) * steps_per_epoch))
+
   # ------------------------------------------------------------------ loop
   eval_data = None
   t_last, step_last = time.time(), start
@@ -189,7 +199,12 @@ def train(config, workdir: str, devices=None):
           _check_finite(state, ckpt)
           ckpt.save(step, state, position)
         ckpt.poll()   # a failed async save (disk full) stops the run now, not at the next save
-        if config.eval_every and step % config.eval_every == 0 and not done:
+        if validator is not None and val_every and step % val_every == 0 and not done:
+          res = validator(state, constants)
+          writer.write(step, "val", **res, epoch=step / steps_per_epoch)
+          print(f"[ssl_jax] step {step} validation " + _top_line(res), flush=True)
+        if (config.eval_every and step % config.eval_every == 0 and not done
+            and method.encoder is not None):
           eval_data = eval_data or eval_lib.EvalData.load(config)
           enc = encoder_from_state(method, config, state)
           res = eval_lib.evaluate(config, enc, mesh, eval_data, protocols=["knn"])
@@ -207,27 +222,42 @@ def train(config, workdir: str, devices=None):
     ckpt.wait()      # let in-flight async saves commit, whatever stopped us
 
   # ------------------------------------------------------------------ export + eval
-  encoder = encoder_from_state(method, config, state)
-  export_dir = export_lib.save(os.path.join(workdir, "export"), encoder.model_cfg,
-                               encoder.variables, info={"method": config.method, "step": step,
-                                                        "config": config.to_json_best_effort()})
-  if timm_vit.exportable(encoder.model_cfg) and jax.process_index() == 0:
-    # For PyTorch users: timm VisionTransformer names and layouts.
-    timm_vit.export_encoder(encoder._replace(info={"image_size": config.data.image_size}),
-                            export_dir)
+  export_dir = encoder = None
+  if method.encoder is not None:
+    encoder = encoder_from_state(method, config, state)
+    export_dir = export_lib.save(os.path.join(workdir, "export"), encoder.model_cfg,
+                                 encoder.variables, info={"method": config.method, "step": step,
+                                                          "config": config.to_json_best_effort()})
+    if timm_vit.exportable(encoder.model_cfg) and jax.process_index() == 0:
+      # For PyTorch users: timm VisionTransformer names and layouts.
+      timm_vit.export_encoder(encoder._replace(info={"image_size": config.data.image_size}),
+                              export_dir)
   ckpt.close()
   results = {}
-  if config.eval.protocols:
+  if validator is not None:
+    # Kind "eval" like eval_job's records: the results suite reads these keys.
+    results = validator(state, constants)
+    writer.write(step, "eval", **results, encoder=config.get("encoder"))
+    print(f"[ssl_jax] final validation at step {step} ({config.data.name} "
+          f"{config.data.eval_split}): " + _top_line(results), flush=True)
+  if config.eval.protocols and encoder is not None:
     eval_data = eval_data or eval_lib.EvalData.load(config)
     results = eval_lib.evaluate(config, encoder, mesh, eval_data)
     writer.write(step, "final_eval", **results, skipped_images=eval_data.skipped_images)
     print(f"[ssl_jax] final evaluation at step {step} ({config.data.name}, "
           f"feature={config.eval.feature}):\n" + eval_lib.format_table(results), flush=True)
-  print(f"[ssl_jax] encoder exported to {export_dir}", flush=True)
+  if export_dir is not None:
+    print(f"[ssl_jax] encoder exported to {export_dir}", flush=True)
   print(f"[ssl_jax] skipped_images: {skipped} undecodable in training"
         + (f", {eval_data.skipped_images} in evaluation" if eval_data is not None else ""),
         flush=True)
   return results
+
+
+def _top_line(res) -> str:
+  top = {k.rsplit("/", 1)[1]: v for k, v in res.items() if "/" in k}
+  return (f"top-1 {top['top1']:.2f} top-5 {top['top5']:.2f} loss {top['val_loss']:.4f} "
+          f"({top['val_examples']} images)")
 
 
 def _check_finite(state, ckpt):

@@ -51,31 +51,46 @@ def teacher_export(tmp_path_factory):
   return export.save(str(tmp_path_factory.mktemp("teacher") / "export"), TEACHER, variables)
 
 
+# Evaluation jobs (methods over an exported encoder) keep their config with
+# the in-memory protocol of the same name: configs/eval/<name>.py.
+def config_path(name: str) -> str:
+  for rel in (f"{name}.py", f"eval/{name}.py"):
+    if os.path.exists(os.path.join(CONFIGS, rel)):
+      return rel
+  return f"{name}.py"
+
+
 def tiny_config(name: str, teacher_path: str = ""):
   """`configs/<name>.py:tiny`, with a clear failure if a method has none."""
-  how = ("each registered method needs configs/<method>.py whose get_config('tiny') returns "
+  how = ("each registered method needs configs/<method>.py (or configs/eval/<method>.py for an "
+         "evaluation job) whose get_config('tiny') returns "
          "config_defaults.tiny_job(c) with a model of width 32 and 1-2 blocks (see "
          "configs/mae.py)")
-  if not os.path.exists(os.path.join(CONFIGS, f"{name}.py")):
-    pytest.fail(f"Method {name!r} is registered but configs/{name}.py does not exist: {how}.")
-  module = config_module(f"{name}.py")
+  rel = config_path(name)
+  if not os.path.exists(os.path.join(CONFIGS, rel)):
+    pytest.fail(f"Method {name!r} is registered but configs/{rel} does not exist: {how}.")
+  module = config_module(rel)
   try:
     c = module.get_config("tiny")
   except (ValueError, KeyError) as e:
-    pytest.fail(f"configs/{name}.py has no 'tiny' variant ({e}): {how}.")
+    pytest.fail(f"configs/{rel} has no 'tiny' variant ({e}): {how}.")
   field = getattr(module, "TINY_TEACHER_FIELD", None)
-  if field:
-    section, key = field.split(".")
-    c[section][key] = teacher_path
+  if field:                  # "<section>.<key>", or a top-level key ("encoder")
+    *sections, key = field.split(".")
+    node = c
+    for section in sections:
+      node = node[section]
+    node[key] = teacher_path
   return c
 
 
 def test_every_registered_method_has_a_tiny_config():
   for name in METHOD_NAMES:
     c = tiny_config(name, "unused")
-    assert c.method == name, f"configs/{name}.py:tiny trains {c.method!r}, not {name!r}"
+    rel = config_path(name)
+    assert c.method == name, f"configs/{rel}:tiny trains {c.method!r}, not {name!r}"
     assert (c.data.image_size, c.batch_size, c.total_steps, tuple(c.eval.protocols)) == (
-        16, 8, 4, ()), f"configs/{name}.py:tiny must end with config_defaults.tiny_job(c)"
+        16, 8, 4, ()), f"configs/{rel}:tiny must end with config_defaults.tiny_job(c)"
 
 
 def _losses(workdir):

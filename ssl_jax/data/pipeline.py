@@ -228,3 +228,54 @@ def eval_arrays_counted(data_cfg, split: str, max_examples: Optional[int] = None
                      f"({expected} examples).")
   images, labels = np.concatenate(images), np.concatenate(labels).astype(np.int32)
   return images, labels, src.num_classes, expected - len(labels)
+
+
+def eval_batches(data_cfg, split: str, batch_size: int, sharding,
+                 max_examples: Optional[int] = None):
+  """The eval split streamed in order: (batch, expected) where batch is a dict
+  of global jax Arrays {"image", "label", "valid"} sharded on `sharding`.
+
+  Deterministic transform (`views.eval_view`), decoded per batch, so host
+  memory is bounded by the prefetch depth, not by the split's size. The last
+  batch is padded and `valid` (1.0 / 0.0) marks the real rows, so a metric
+  summed over valid rows counts every decodable example once on any number
+  of devices. Processes with equally large shards (tfds.even_splits drops
+  the remainder) yield the same number of batches, padding with empty ones
+  if undecodable images shortened a shard; `expected` is the
+  number of examples of this process's shard (valid rows fall short of it by
+  the undecodable ones).
+  """
+  src = sources.get_source(data_cfg, split, jax.process_index(), jax.process_count())
+  if batch_size % jax.process_count():
+    raise ValueError(f"eval batch size {batch_size} is not divisible by "
+                     f"{jax.process_count()} processes.")
+  local = batch_size // jax.process_count()
+  ds = src.make(seed=None)
+  expected = src.num_examples
+  if max_examples:
+    ds = ds.take(max_examples)
+    expected = min(expected, max_examples)
+  size, encoded = data_cfg.image_size, src.encoded
+
+  def process(ex):
+    img = views.eval_view(_decode(ex["image"], encoded), size)
+    return _normalize({"image": img}, src.mean, src.std)["image"], ex["label"]
+  ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+  ds = ds.batch(local, drop_remainder=False).prefetch(max(1, int(data_cfg.prefetch)))
+  steps = -(-expected // local)
+  batches = ds.as_numpy_iterator()
+  shape = (local, size, size, 3)
+
+  def put(x):
+    return jax.make_array_from_process_local_data(sharding, x)
+
+  def generate():
+    for _ in range(steps):
+      im, lb = next(batches, (np.zeros((0,) + shape[1:], np.float32), np.zeros((0,), np.int32)))
+      n = len(lb)
+      pad = local - n
+      yield {"image": put(np.concatenate([im, np.zeros((pad,) + shape[1:], im.dtype)])),
+             "label": put(np.concatenate([lb.astype(np.int32), np.zeros((pad,), np.int32)])),
+             "valid": put(np.concatenate([np.ones((n,), np.float32),
+                                          np.zeros((pad,), np.float32)]))}
+  return generate(), expected

@@ -23,7 +23,6 @@ ten; timm ignores colour jitter when RandAugment is on, so Tab. S1's
 tokens (MAE pools first, then applies fc_norm).
 """
 import math
-import re
 from typing import Any, Callable, Dict
 
 import flax.linen as nn
@@ -271,45 +270,9 @@ def make_augment(cfg, mean, std) -> Callable:
     return x
   return augment
 
-# ----------------------------------------------------------------------------
-# Layer-wise lr decay
-# ----------------------------------------------------------------------------
-
-_BLOCK = re.compile(r"(?:^|/)block_?(\d+)(?:/|$)")
-# Embeddings: ViT patch embedding / prefix (CLS, proxy) and mask tokens, CNN
-# stems, Mobile-Former's global tokens.
-_EMBED = re.compile(r"patch_embed|cls_token|proxy_tokens|mask_token|pos_embedding|stem|register"
-                    r"|(?:^|/)tokens$")
-
-
-def layer_decay_scales(params, decay: float, encoder_key: str = "encoder"):
-  """Tree of lr multipliers (MAE `param_groups_lrd`): with L blocks, layer id
-  0 = embeddings, i+1 = block i, L+1 = everything else; scale decay^(L+1-id).
-  Encoders without `block{i}` params get no decay."""
-  paths = [sharding.path_str(p) for p, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-  blocks = {int(m.group(1)) for p in paths for m in [_BLOCK.search(p)] if m}
-  num = max(blocks) + 1 if blocks else 0
-
-  def scale(path, _):
-    if not num or decay == 1.0:
-      return 1.0
-    name = sharding.path_str(path)
-    in_encoder = name.split("/")[0] == encoder_key
-    m = _BLOCK.search(name)
-    if in_encoder and m:
-      layer = int(m.group(1)) + 1
-    elif in_encoder and _EMBED.search(name):
-      layer = 0
-    else:
-      layer = num + 1
-    return float(decay ** (num + 1 - layer))
-  return jax.tree_util.tree_map_with_path(scale, params)
-
-
-def scale_by_tree(scales) -> optax.GradientTransformation:
-  return optax.GradientTransformation(
-      lambda params: optax.EmptyState(),
-      lambda updates, state, params=None: (jax.tree.map(lambda u, s: u * s, updates, scales), state))
+# Layer-wise lr decay: ssl_jax/optim.py (shared with the fine-tuning job).
+layer_decay_scales = optim.layer_decay_scales
+scale_by_tree = optim.scale_by_tree
 
 # ----------------------------------------------------------------------------
 # Model
@@ -356,7 +319,7 @@ def _encoder_module(encoder, drop_path: float):
                      "set finetune.drop_path=0.") from e
 
 
-def _init_head(model: Classifier, enc_vars, images, rng):
+def init_head(model: Classifier, enc_vars, images, rng):
   """Head params alone: the encoder is only traced for its output shapes."""
   out = jax.eval_shape(lambda v, x: model.encoder.apply(v, x, train=False), enc_vars, images)
   if model.head == "tran1":
@@ -391,7 +354,7 @@ def finetune(encoder, train_images, train_labels, test_images, test_labels, num_
   rng = jax.random.PRNGKey(seed)
   enc_vars = dict(encoder.variables)
   if head_params is None:
-    head_params = _init_head(model, enc_vars, jnp.asarray(train_images[:1]), rng)
+    head_params = init_head(model, enc_vars, jnp.asarray(train_images[:1]), rng)
   params = {"encoder": enc_vars["params"], "head": head_params}
   state = {k: {"encoder": v} for k, v in enc_vars.items() if k != "params"}
   tx = optax.chain(

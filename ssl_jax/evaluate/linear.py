@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax import optim
 from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
@@ -25,13 +26,7 @@ def make_optimizer(optimizer: str, lr, weight_decay: float = 0.0):
   bias takes plain momentum SGD); "sgd": momentum 0.9."""
   check_choice("linear probe optimizer", optimizer, ("lars", "sgd"))
   if optimizer == "lars":
-    matrices = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)
-    # The lr scales the momentum buffer (torch style), not each step's update
-    # as optax.lars does; the two differ while the lr changes (warm-up, cosine).
-    return optax.chain(
-        optax.masked(optax.add_decayed_weights(weight_decay), matrices),
-        optax.masked(optax.scale_by_trust_ratio(trust_coefficient=0.001), matrices),
-        optax.trace(decay=0.9), optax.scale_by_learning_rate(lr))
+    return optim.lars(lr, weight_decay)
   return optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(lr, momentum=0.9))
 
 

@@ -7,7 +7,9 @@ METHODS = Registry("method")
 
 # Each module registers itself on import; add a new method's module here.
 _MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2", "supervised", "dino", "ibot", "dinov2",
-            "posfield", "simmim", "maskfeat", "beit", "semanticmim")
+            "posfield", "simmim", "maskfeat", "beit", "semanticmim",
+            # Evaluation jobs: objectives over an exported encoder (configs/eval/).
+            "linear_probe", "finetune")
 
 
 def get(name: str):

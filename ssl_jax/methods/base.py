@@ -14,9 +14,13 @@ The trainer calls only these; it never asks which method it is running.
   (EMA / momentum teachers); identity by default.
 - `encoder(config) -> EncoderSpec`: how to rebuild the backbone for
   evaluation and export, and which variables it takes from (params, state).
+  None: nothing to export (a linear probe's encoder is its frozen input).
+- `predict(params, state, constants, batch, config) -> logits [B, C]`
+  (optional): a classifier objective (linear probe, fine-tuning); the
+  trainer then scores the eval split with it (top-1 / top-5, `ssl_jax/validate.py`).
 """
 import dataclasses
-from typing import Any, Callable, Dict, NamedTuple
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 import jax.numpy as jnp
 
@@ -57,8 +61,9 @@ class Method:
   views: Callable[[Any], str]
   init: Callable[..., MethodVars]
   loss: Callable[..., Any]
-  encoder: Callable[[Any], EncoderSpec]
+  encoder: Optional[Callable[[Any], EncoderSpec]]
   update: Callable[..., Pytree] = no_update
+  predict: Optional[Callable[..., Any]] = None
 
 
 def scalar_metrics(**kw) -> Dict[str, jnp.ndarray]:
