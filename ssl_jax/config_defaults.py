@@ -19,7 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
       data_dir=placeholder(str), manual_dir=placeholder(str), image_size=32,
       crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=True,
       shuffle_buffer=50_000, prefetch=2, augment="mae",
-      max_train_examples=placeholder(int)))
+      max_train_examples=placeholder(int),   # per input shard
+      # Global batch = input_shards shard batches; 0: one shard per process.
+      # Fix it (e.g. to the largest host count) to keep the data order when a
+      # job resumes on another number of hosts (data/pipeline.py:TrainIterator).
+      input_shards=0))
   c.batch_size = 256           # global batch, across all devices and hosts
   c.num_epochs = 1.0
   c.total_steps = placeholder(int)        # overrides num_epochs when set

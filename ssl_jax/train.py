@@ -113,7 +113,7 @@ def train(config, workdir: str, devices=None):
   writer = metrics_lib.MetricsWriter(workdir)
   ckpt = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
   it = pipeline.TrainIterator(config, method.views(config), data_sh)
-  steps_per_epoch = max(1, it.source.num_examples * jax.process_count() // config.batch_size)
+  steps_per_epoch = max(1, it.steps_per_epoch)   # of every input shard (data.input_shards)
   total_steps = int(config.total_steps or round(config.num_epochs * steps_per_epoch))
   # Methods' own schedules (EMA teacher momentum) read the resolved horizon.
   config = config.copy_and_resolve_references()
@@ -187,7 +187,7 @@ def train(config, workdir: str, devices=None):
           t_last, step_last = now, step
         if step % config.checkpoint_every == 0 or done:
           _check_finite(state, ckpt)
-          ckpt.save(step, state, position)
+          ckpt.save(step, state, pipeline.global_position(position))   # all shards' positions
         ckpt.poll()   # a failed async save (disk full) stops the run now, not at the next save
         if config.eval_every and step % config.eval_every == 0 and not done:
           eval_data = eval_data or eval_lib.EvalData.load(config)

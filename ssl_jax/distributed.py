@@ -1,0 +1,36 @@
+"""Joining the processes of a multi-host job before JAX touches a device.
+
+`SSL_JAX_DISTRIBUTED=1` (launch/tpu_pod.sh sets it) makes `main` call
+`jax.distributed.initialize()`. On a Cloud TPU pod, SLURM or Open MPI, JAX
+finds the coordinator, the process count and this process's id itself. Where
+it cannot (plain GPU hosts, several processes on one machine, the localhost
+test) name them:
+
+  SSL_JAX_COORDINATOR=host0:1234 SSL_JAX_NUM_PROCESSES=2 SSL_JAX_PROCESS_ID=0
+
+CPU processes exchange collectives through gloo (JAX 0.10.2's default for
+CPU; named so that older versions, whose default had no cross-process
+collectives, work too; it only concerns the CPU backend).
+"""
+import os
+
+ENV = "SSL_JAX_DISTRIBUTED"
+
+
+def requested() -> bool:
+  return os.environ.get(ENV, "") not in ("", "0")
+
+
+def initialize():
+  """Calls jax.distributed.initialize() once if SSL_JAX_DISTRIBUTED is set."""
+  if not requested():
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  if not os.environ.get("JAX_CPU_COLLECTIVES_IMPLEMENTATION"):   # the user's choice wins
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if os.environ.get("SSL_JAX_COORDINATOR"):
+    kwargs = dict(coordinator_address=os.environ["SSL_JAX_COORDINATOR"],
+                  num_processes=int(os.environ["SSL_JAX_NUM_PROCESSES"]),
+                  process_id=int(os.environ["SSL_JAX_PROCESS_ID"]))
+  jax.distributed.initialize(**kwargs)
