@@ -34,3 +34,11 @@ def initialize():
                   num_processes=int(os.environ["SSL_JAX_NUM_PROCESSES"]),
                   process_id=int(os.environ["SSL_JAX_PROCESS_ID"]))
   jax.distributed.initialize(**kwargs)
+
+
+def barrier(name: str):
+  """Every process waits here for the others (no-op with one process)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 
 from ssl_jax import checkpoint as ckpt_lib
+from ssl_jax import distributed
 from ssl_jax import evaluate as eval_lib
 from ssl_jax import export as export_lib
 from ssl_jax import methods
@@ -91,7 +92,7 @@ def make_train_step(method, config, tx, schedule):
 def encoder_from_state(method, config, state) -> export_lib.Encoder:
   spec = method.encoder(config)
   variables = spec.variables(state["params"], state["method_state"])
-  variables = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
+  variables = jax.tree.map(sharding.to_host, variables)   # multi-host: a collective
   module = models.build(spec.model, "float32")
   return export_lib.Encoder(module, variables, dict(spec.model), {})
 
@@ -161,6 +162,11 @@ def train(config, workdir: str, devices=None):
         f"({steps_per_epoch} steps/epoch, batch {config.batch_size})", flush=True)
 
   # ------------------------------------------------------------------ loop
+  # Evaluation runs on process 0 alone, over its own devices (with one
+  # process: `mesh`); the other processes go on and wait at their next
+  # collective. Its data is the whole split (pipeline.eval_arrays).
+  evaluates = jax.process_index() == 0
+  eval_mesh = sharding.process_mesh(mesh)
   eval_data = None
   t_last, step_last = time.time(), start
   step = start
@@ -190,9 +196,10 @@ def train(config, workdir: str, devices=None):
           ckpt.save(step, state, pipeline.global_position(position))   # all shards' positions
         ckpt.poll()   # a failed async save (disk full) stops the run now, not at the next save
         if config.eval_every and step % config.eval_every == 0 and not done:
-          eval_data = eval_data or eval_lib.EvalData.load(config)
           enc = encoder_from_state(method, config, state)
-          res = eval_lib.evaluate(config, enc, mesh, eval_data, protocols=["knn"])
+        if config.eval_every and step % config.eval_every == 0 and not done and evaluates:
+          eval_data = eval_data or eval_lib.EvalData.load(config)
+          res = eval_lib.evaluate(config, enc, eval_mesh, eval_data, protocols=["knn"])
           writer.write(step, "eval", **res)
           print(f"[ssl_jax] step {step} kNN top-1 {res['knn/top1']:.2f} "
                 f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})", flush=True)
@@ -217,12 +224,14 @@ def train(config, workdir: str, devices=None):
                             export_dir)
   ckpt.close()
   results = {}
-  if config.eval.protocols:
+  if config.eval.protocols and evaluates:
     eval_data = eval_data or eval_lib.EvalData.load(config)
-    results = eval_lib.evaluate(config, encoder, mesh, eval_data)
+    results = eval_lib.evaluate(config, encoder, eval_mesh, eval_data)
     writer.write(step, "final_eval", **results, skipped_images=eval_data.skipped_images)
     print(f"[ssl_jax] final evaluation at step {step} ({config.data.name}, "
           f"feature={config.eval.feature}):\n" + eval_lib.format_table(results), flush=True)
+  # No process leaves (and shuts the distributed runtime down) before process 0's evaluation ends.
+  distributed.barrier("ssl_jax final evaluation")
   print(f"[ssl_jax] encoder exported to {export_dir}", flush=True)
   print(f"[ssl_jax] skipped_images: {skipped} undecodable in training"
         + (f", {eval_data.skipped_images} in evaluation" if eval_data is not None else ""),

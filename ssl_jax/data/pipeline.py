@@ -292,7 +292,9 @@ def eval_arrays(data_cfg, split: str, max_examples: Optional[int] = None):
 def eval_arrays_counted(data_cfg, split: str, max_examples: Optional[int] = None
                         ) -> Tuple[np.ndarray, np.ndarray, int, int]:
   """`eval_arrays` plus the number of undecodable images dropped."""
-  src = sources.get_source(data_cfg, split, jax.process_index(), jax.process_count())
+  # The whole split, in every process: evaluation runs on process 0 alone
+  # (train.py); a per-host shard would score kNN against half the train set.
+  src = sources.get_source(data_cfg, split)
   ds = src.make(seed=None)
   expected = src.num_examples
   if max_examples:

@@ -76,7 +76,8 @@ def extract_many(encoder, arrays, feature: str = "cls", block: int = -1,
       pad = (-len(chunk)) % n_dev
       if pad:
         chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      feats = np.asarray(fn(variables, chunk))
+      # Explicit put: jit refuses sharded numpy inputs in a multi-process job.
+      feats = np.asarray(fn(variables, jax.device_put(chunk, in_sh)))
       outs.append(feats[:len(feats) - pad] if pad else feats)
       progress.update(len(feats) - pad)
     results.append(np.concatenate(outs))
