@@ -35,6 +35,16 @@ def mae_tiny_job(input_shards: int = 0):
   return c
 
 
+def use_compilation_cache(path: str):
+  """Every compile goes to disk at `path`: the resumed run reuses the first
+  run's train step. (Not shared between processes: the keys hold the device
+  assignment, so the 1-process run and the other process miss.)"""
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_compilation_cache_dir", path)
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
+
 def main(root: str, process_id: int, port: str):
   os.environ.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                     SSL_JAX_DISTRIBUTED="1", SSL_JAX_COORDINATOR=f"localhost:{port}",
@@ -44,10 +54,7 @@ def main(root: str, process_id: int, port: str):
   from ssl_jax import distributed, train  # pylint: disable=g-import-not-at-top
   distributed.initialize()
   assert (jax.process_count(), jax.device_count()) == (2, 8)
-  cache = os.path.join(root, f"xla_cache{process_id}")   # the resume reuses the first compile
-  jax.config.update("jax_compilation_cache_dir", cache)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  use_compilation_cache(os.path.join(root, f"xla_cache{process_id}"))
   full, resumed = os.path.join(root, "full"), os.path.join(root, "resumed")
   cpu = {"start": time.process_time()}
   results = {"full": train.train(mae_tiny_job(), full)}
