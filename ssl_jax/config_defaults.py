@@ -59,7 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
       max_eval_examples=placeholder(int),
       output_dir=placeholder(str),   # probes' params, analysis figures (default: workdir)
       compare_random_init=True,
-      knn=dict(k=20, temperature=0.07),
+      # ks: extra k values (DINOv2: 10, 20, 100, 200); stream: train features
+      # batch by batch into a running top-k, `block` train rows at a time.
+      knn=dict(k=20, temperature=0.07, ks=(), stream=False, block=8192),
       linear=dict(epochs=90, base_lr=0.1, weight_decay=0.0, batch_size=16384,
                   optimizer="lars")))
   c.encoder = placeholder(str)            # eval modes: path to a <workdir>/export
