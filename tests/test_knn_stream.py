@@ -40,11 +40,7 @@ def fmnist_features():
 
 def test_streaming_knn_equals_in_memory_knn_on_fashion_mnist(fmnist_features):
   """Uneven batches (37 rows) into 64-row blocks, queries in chunks of 40:
-  the same top-1 / top-5 for every k, votes equal to float precision.
-  Breaks tried: merging the block before the running top-k (ties go to
-  later examples) changes votes; forgetting the -inf mask of the padded
-  last block lets zero rows vote (label -1 votes nothing, but their 0
-  similarity displaces real neighbours with negative similarity)."""
+  the same top-1 / top-5 for every k, votes equal to float precision."""
   xtr, ytr, xte, yte = fmnist_features
   batches = ((xtr[s:s + 37], ytr[s:s + 37]) for s in range(0, len(xtr), 37))
   got = knn.streaming_knn(batches, xte, yte, 10, k=20, ks=KS, block=64, chunk=40)
@@ -60,6 +56,29 @@ def test_streaming_knn_equals_in_memory_knn_on_fashion_mnist(fmnist_features):
   assert (got["top1"], got["top5"]) == (got["top1_k20"], got["top5_k20"])
   # Non-vacuous: k matters on this data, and the numbers are those of a real classifier.
   assert len({got[f"top1_k{k}"] for k in KS}) > 1 and 40 < got["top1"] < 100
+
+
+def test_ties_and_the_padded_last_block_follow_the_in_memory_top_k():
+  """Exact ties straddling the k-th place go to the earlier train example,
+  and the zero rows padding a short last block never displace neighbours
+  whose similarity is negative. Breaks tried (both pass the Fashion-MNIST
+  test above, which has neither case): merging the block before the running
+  top-k gives label 2 instead of 0; dropping the -inf mask of the padding
+  loses the negative neighbours' votes."""
+  q = np.array([[1.0, 0.0]], np.float32)
+  ties = np.tile(q, (3, 1))                           # identical rows, one per block
+  for block in (1, 3):
+    acc = knn.KnnAccumulator(q, 3, k_max=1, temperature=0.5, block=block)
+    for i in range(3):
+      acc.add(ties[i:i + 1], [i])
+    np.testing.assert_allclose(acc.votes(1), [[np.exp(2.0), 0, 0]], rtol=1e-6)
+  away = np.array([[-1.0, 0.2], [-1.0, 0.3], [-1.0, 0.4], [-1.0, 0.5], [-1.0, 0.6]], np.float32)
+  labels = np.array([0, 1, 2, 0, 1])
+  votes, _ = _in_memory_knn(away, labels, q, np.array([0]), 3, k=5, temperature=0.5)
+  acc = knn.KnnAccumulator(q, 3, k_max=5, temperature=0.5, block=4)   # 5 = 4 + 1 padded to 4
+  acc.add(away, labels)
+  np.testing.assert_allclose(acc.votes(5), votes, rtol=1e-5)
+  assert votes.min() > 0
 
 
 def test_k_above_train_size_counts_every_example(fmnist_features):

@@ -8,10 +8,12 @@ written by both, a resume from the step-2 checkpoint, the export (parameters
 gathered across hosts) and kNN on process 0 only. This process runs the same
 job on its 8 devices with data.input_shards=2, i.e. the same global batches.
 
-Breaks tried: both processes reading shard 0 (`shard_ids` without the
-process offset) changes the losses from step 1; dropping the
-`global_position` gather leaves shard "1" out of the checkpointed position
-and the resume fails with the input_shards message.
+What fails it (by construction, not each run here: a run costs minutes of
+CPU): both processes reading shard 0 (`shard_ids` without the process
+offset) feeds other images from step 1; without the `global_position`
+gather process 0 checkpoints shard "0" only and the resume stops with the
+input_shards message; an export or kNN on every process over the global
+mesh raises (numpy inputs to a multi-process jit).
 """
 import json
 import os
