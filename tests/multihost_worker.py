@@ -6,7 +6,8 @@ Joins the job through ssl_jax.distributed (localhost coordinator, gloo CPU
 collectives, 4 simulated devices per process), pre-trains `mae_tiny_job()`
 in ROOT/full (checkpoints at steps 2 and 4, export, process-0 kNN), then
 "kills" it: process 0 copies only the step-2 checkpoint to ROOT/resumed and
-the same job resumes there. Writes ROOT/result<PROCESS_ID>.json.
+the same job resumes there; then `eval_job.run` (mode "eval", streaming kNN)
+on the export. Writes ROOT/result<PROCESS_ID>.json.
 """
 import importlib.util
 import json
@@ -65,6 +66,15 @@ def main(root: str, process_id: int, port: str):
   distributed.barrier("copied the step-2 checkpoint")
   results["resumed"] = train.train(mae_tiny_job(), resumed)
   cpu["resumed"] = time.process_time()
+  # `mode = "eval"` on the export (python -m ssl_jax.main --config configs/eval/knn.py ...).
+  from ssl_jax import config_defaults, eval_job  # pylint: disable=g-import-not-at-top
+  job = config_defaults.eval_config("knn")
+  job.encoder = os.path.join(full, "export")
+  train_job = mae_tiny_job()
+  job.data, job.eval = train_job.data, train_job.eval
+  job.eval.knn.stream = True      # train features streamed over process 0's devices
+  results["eval_job"] = eval_job.run(job, os.path.join(root, "eval_job"))
+  cpu["eval_job"] = time.process_time()
   results["cpu_s"] = cpu      # CPU seconds at the end of each phase (the test's cost)
   with open(os.path.join(root, f"result{process_id}.json"), "w") as f:
     json.dump(results, f)

@@ -5,7 +5,8 @@ jax.distributed (ssl_jax.distributed: localhost coordinator, gloo
 collectives): configs/mae.py:tiny on a (data 2, fsdp 4) mesh, each process
 reading its own input shard (half of every global batch), Orbax checkpoints
 written by both, a resume from the step-2 checkpoint, the export (parameters
-gathered across hosts) and kNN on process 0 only. This process runs the same
+gathered across hosts) and kNN on process 0 only, after training and in
+`mode = "eval"` (streaming kNN). This process runs the same
 job on its 8 devices with data.input_shards=2, i.e. the same global batches.
 
 What fails it (by construction, not each run here: a run costs minutes of
@@ -91,8 +92,8 @@ def test_two_processes_match_one_process(tmp_path):
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{run}: {name}")
   # kNN on process 0 only, over the whole eval split: the 1-process numbers.
   print("worker CPU seconds:", [r.pop("cpu_s") for r in res])
-  assert res[1] == {"full": {}, "resumed": {}}
+  assert res[1] == {"full": {}, "resumed": {}, "eval_job": {}}
   assert set(res[0]["full"]) == {"knn/top1", "knn/top5"}
-  for run in ("full", "resumed"):
+  for run in ("full", "resumed", "eval_job"):
     for k, v in res[0][run].items():
       assert abs(v - ref_results[k]) < 1e-6, (run, k, v, ref_results[k])
