@@ -12,6 +12,7 @@ CPU processes exchange collectives through gloo (JAX 0.10.2's default for
 CPU; named so that older versions, whose default had no cross-process
 collectives, work too; it only concerns the CPU backend).
 """
+import itertools
 import os
 
 ENV = "SSL_JAX_DISTRIBUTED"
@@ -36,9 +37,20 @@ def initialize():
   jax.distributed.initialize(**kwargs)
 
 
-def barrier(name: str):
-  """Every process waits here for the others (no-op with one process)."""
+_BARRIERS = itertools.count()   # same sequence in every process: unique barrier keys
+
+
+def barrier(name: str, timeout_s: int = 24 * 3600):
+  """Every process waits here for the others (no-op with one process).
+
+  A barrier of JAX's coordination service (through Orbax's helper), not a
+  device collective: the waiting processes sleep instead of spinning, nothing
+  is compiled, and the timeout (24 h) is explicit: long enough for process
+  0's evaluation of a large split.
+  """
   import jax  # pylint: disable=g-import-not-at-top
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    multihost_utils.sync_global_devices(name)
+  if jax.process_count() == 1:
+    return
+  from orbax.checkpoint import multihost  # pylint: disable=g-import-not-at-top
+  multihost.get_barrier_sync_fn()(key=f"ssl_jax/{name}/{next(_BARRIERS)}",
+                                  timeout_ms=timeout_s * 1000)

@@ -196,13 +196,15 @@ def train(config, workdir: str, devices=None):
           ckpt.save(step, state, pipeline.global_position(position))   # all shards' positions
         ckpt.poll()   # a failed async save (disk full) stops the run now, not at the next save
         if config.eval_every and step % config.eval_every == 0 and not done:
-          enc = encoder_from_state(method, config, state)
-        if config.eval_every and step % config.eval_every == 0 and not done and evaluates:
-          eval_data = eval_data or eval_lib.EvalData.load(config)
-          res = eval_lib.evaluate(config, enc, eval_mesh, eval_data, protocols=["knn"])
-          writer.write(step, "eval", **res)
-          print(f"[ssl_jax] step {step} kNN top-1 {res['knn/top1']:.2f} "
-                f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})", flush=True)
+          enc = encoder_from_state(method, config, state)   # every process (FSDP: a gather)
+          if evaluates:
+            eval_data = eval_data or eval_lib.EvalData.load(config)
+            res = eval_lib.evaluate(config, enc, eval_mesh, eval_data, protocols=["knn"])
+            writer.write(step, "eval", **res)
+            print(f"[ssl_jax] step {step} kNN top-1 {res['knn/top1']:.2f} "
+                  f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})",
+                  flush=True)
+          distributed.barrier("ssl_jax kNN during training")   # the others sleep meanwhile
         if done:
           break
   except BaseException:

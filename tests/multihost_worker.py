@@ -21,7 +21,8 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 
 def mae_tiny_job(input_shards: int = 0):
   """configs/mae.py:tiny on a (data 2, fsdp 4) mesh with every array FSDP-
-  sharded (the export gathers them across hosts), kNN on a few test images."""
+  sharded (the export gathers them across hosts), kNN on a few test images
+  at step 2 and at the end."""
   spec = importlib.util.spec_from_file_location("config_mae", os.path.join(CONFIGS, "mae.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -30,6 +31,7 @@ def mae_tiny_job(input_shards: int = 0):
   c.fsdp_min_size = 0
   c.data.input_shards = input_shards
   c.eval.protocols = ("knn",)
+  c.eval_every = 2                # kNN at step 2 too (process 0; the others wait)
   c.eval.knn.k = 5
   c.eval.max_eval_examples = 24
   c.eval.compare_random_init = False

@@ -70,6 +70,10 @@ def test_two_processes_match_one_process(tmp_path):
   np.testing.assert_allclose([full[s] for s in want], [want[s] for s in want], rtol=1e-5)
   np.testing.assert_allclose([resumed[s] for s in (3, 4)], [want[s] for s in (3, 4)], rtol=1e-5)
 
+  # kNN during training (step 2) on process 0: the 1-process numbers.
+  mid = _records(os.path.join(root, "full"), "eval")
+  assert sorted(mid) == [2] and mid[2]["knn/top1"] == _records(ref, "eval")[2]["knn/top1"]
+
   # Both processes' shard positions reached the checkpoint process 0 wrote.
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   with ocp.CheckpointManager(os.path.join(root, "resumed", "checkpoints"),
