@@ -138,3 +138,15 @@ def test_protocol_streams_features_over_the_mesh(capsys):
   cached = evaluate.PROTOCOLS.get("knn")(c, enc, data, mesh)
   assert streamed == cached
   assert set(streamed) == {"top1", "top5", "top1_k10", "top5_k10", "top1_k100", "top5_k100"}
+
+
+def test_bad_knn_settings_are_named():
+  from ssl_jax import config_check  # pylint: disable=g-import-not-at-top
+  c = config_defaults.eval_config("knn")
+  c.encoder = "/"
+  c.eval.knn.ks = (10, 0)
+  with pytest.raises(config_check.ConfigError, match=r"eval.knn.ks entry=0 must be an integer"):
+    config_check.check(c, ("pretrain", "eval"), 8)
+  c.eval.knn.ks, c.eval.knn.block = (10,), -5
+  with pytest.raises(config_check.ConfigError, match=r"eval.knn.block=-5"):
+    config_check.check(c, ("pretrain", "eval"), 8)

@@ -101,3 +101,33 @@ def test_two_processes_match_one_process(tmp_path):
   for run in ("full", "resumed", "eval_job"):
     for k, v in res[0][run].items():
       assert abs(v - ref_results[k]) < 1e-6, (run, k, v, ref_results[k])
+
+
+# ------------------------------------------------------------------ in this process
+
+def test_input_shards_position_resumes_and_names_a_mismatch():
+  """1 process reading 2 input shards: each global batch is shard 0's half
+  then shard 1's, the per-shard position resumes the next batch exactly,
+  and resuming with another shard count (or a bad one) says what to set."""
+  from ssl_jax import config_check, sharding  # pylint: disable=g-import-not-at-top
+  from ssl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  import pytest  # pylint: disable=g-import-not-at-top
+  c = multihost_worker.mae_tiny_job(input_shards=2)
+  data_sh = sharding.batch_sharding(sharding.make_mesh([("data", 1)], jax.devices()[:1]))
+  it = pipeline.TrainIterator(c, "single_crop", data_sh)
+  halves = [pipeline._ShardReader(c, "single_crop", i, 2, 4) for i in (0, 1)]  # pylint: disable=protected-access
+  first = next(it)
+  np.testing.assert_array_equal(np.asarray(first["label"]), np.concatenate(
+      [h.next_batch()["label"] for h in halves]))
+  next(it)
+  pos = it.position()
+  assert sorted(pos["shards"]) == ["0", "1"] and pos["shards"]["1"]["next_index"] == 8
+  want = next(it)
+  got = next(pipeline.TrainIterator(c, "single_crop", data_sh, pos))
+  np.testing.assert_array_equal(np.asarray(got["image"]), np.asarray(want["image"]))
+  c.data.input_shards = 4
+  with pytest.raises(ValueError, match="input_shards=2 to resume"):
+    pipeline.TrainIterator(c, "single_crop", data_sh, pos)
+  c.data.input_shards = 3
+  with pytest.raises(config_check.ConfigError, match="batch_size=8 is not divisible by 3 input"):
+    config_check.check(c, ("pretrain", "eval"), 8)
