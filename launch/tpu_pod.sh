@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Cloud TPU pod: the same command on every host; jax.distributed.initialize()
-# (SSL_JAX_DISTRIBUTED=1) joins the hosts, each reads its own input shard.
+# (SSL_JAX_DISTRIBUTED=1, ssl_jax/distributed.py) joins the hosts, each reads
+# its own input shard; process 0 logs, exports and evaluates. Pass e.g.
+# --config.data.input_shards=64 to keep the data order if the job may resume
+# on another slice size (tested on localhost: tests/test_multihost.py).
 # Usage: bash launch/tpu_pod.sh TPU_NAME ZONE CONFIG gs://BUCKET/WORKDIR [--config.* overrides]
 # ImageNet must be readable from every host (a tfds data_dir in GCS, or a
 # manual_dir on each host's disk), e.g. --config.data.data_dir=gs://BUCKET/tfds

@@ -170,6 +170,23 @@ def _check_pretrain(config, device_count: int):
         f"batch_size={b} does not split into optim.grad_accum_steps={accum} micro-batches "
         f"that each divide over {device_count} devices; use a batch_size that is a multiple "
         f"of {accum * device_count}.")
+  _check_input_shards(config.get("data"), b)
+
+
+def _check_input_shards(d, batch: int):
+  """data.input_shards: 0 (one per process) or a multiple of the process count
+  dividing the batch (data/pipeline.py:TrainIterator)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  shards = (d.get("input_shards", 0) if d is not None else 0) or 0
+  _positive_int("data.input_shards", shards, minimum=0)
+  procs = jax.process_count()
+  shards = shards or procs
+  if shards % procs:
+    raise ConfigError(f"data.input_shards={shards} is not a multiple of the {procs} processes; "
+                      f"use 0 (one shard per process) or a multiple of {procs}.")
+  if batch % shards:
+    raise ConfigError(f"batch_size={batch} is not divisible by {shards} input shards "
+                      f"(data.input_shards, {procs} processes); use a multiple of {shards}.")
 
 
 def _check_eval(config):
@@ -191,6 +208,12 @@ def _check_eval(config):
   _positive_int("eval.batch_size", e.get("batch_size", 1))
   if config.mode == "train" and config.get("encoder") is not None:
     _check_encoder_path(config.encoder)
+  kc = e.get("knn")
+  if kc is not None:
+    _positive_int("eval.knn.k", kc.get("k", 20))
+    for k in tuple(kc.get("ks") or ()):
+      _positive_int("eval.knn.ks entry", k)
+    _positive_int("eval.knn.block", kc.get("block", 8192))
   if config.mode == "eval":
     if not config.get("encoder"):
       raise ConfigError("eval mode needs --config.encoder=<pre-training workdir>/export "

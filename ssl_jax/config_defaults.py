@@ -19,7 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
       data_dir=placeholder(str), manual_dir=placeholder(str), image_size=32,
       crop_scale=(0.2, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=True,
       shuffle_buffer=50_000, prefetch=2, augment="mae",
-      max_train_examples=placeholder(int)))
+      max_train_examples=placeholder(int),   # per input shard
+      # Global batch = input_shards shard batches; 0: one shard per process.
+      # Fix it (e.g. to the largest host count) to keep the data order when a
+      # job resumes on another number of hosts (data/pipeline.py:TrainIterator).
+      input_shards=0))
   c.batch_size = 256           # global batch, across all devices and hosts
   c.num_epochs = 1.0
   c.total_steps = placeholder(int)        # overrides num_epochs when set
@@ -55,7 +59,9 @@ def base_config() -> ml_collections.ConfigDict:
       max_eval_examples=placeholder(int),
       output_dir=placeholder(str),   # probes' params, analysis figures (default: workdir)
       compare_random_init=True,
-      knn=dict(k=20, temperature=0.07),
+      # ks: extra k values (DINOv2: 10, 20, 100, 200); stream: train features
+      # batch by batch into a running top-k, `block` train rows at a time.
+      knn=dict(k=20, temperature=0.07, ks=(), stream=False, block=8192),
       linear=dict(epochs=90, base_lr=0.1, weight_decay=0.0, batch_size=16384,
                   optimizer="lars")))
   c.encoder = placeholder(str)            # eval modes: path to a <workdir>/export

@@ -26,15 +26,20 @@ class Encoder(NamedTuple):
 
 def save(export_dir: str, model_cfg: Dict[str, Any], variables: Dict[str, Any],
          info: Dict[str, Any] = None) -> str:
-  """Writes the encoder; overwrites an older export of the same workdir."""
+  """Writes the encoder; overwrites an older export of the same workdir.
+
+  Multi-host: every process calls it (Orbax's save synchronises them);
+  process 0 writes the files.
+  """
   export_dir = os.path.abspath(export_dir)
   os.makedirs(export_dir, exist_ok=True)
   host_vars = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
   ckptr = ocp.StandardCheckpointer()
   ckptr.save(os.path.join(export_dir, VARIABLES_DIR), host_vars, force=True)
   ckptr.wait_until_finished()
-  with open(os.path.join(export_dir, ENCODER_JSON), "w") as f:
-    json.dump({"model": dict(model_cfg), "info": info or {}}, f, indent=2, default=str)
+  if jax.process_index() == 0:   # Orbax's save above is collective; the json is one file
+    with open(os.path.join(export_dir, ENCODER_JSON), "w") as f:
+      json.dump({"model": dict(model_cfg), "info": info or {}}, f, indent=2, default=str)
   return export_dir
 
 

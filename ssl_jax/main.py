@@ -21,6 +21,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ssl_jax import config_check
+from ssl_jax import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (path[:arg]).",
                                           lock_config=True)
@@ -94,9 +95,7 @@ def _user_errors():
 
 def main(argv):
   del argv
-  if os.environ.get("SSL_JAX_DISTRIBUTED"):   # set by launch/tpu_pod.sh
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+  distributed.initialize()   # SSL_JAX_DISTRIBUTED=1: launch/tpu_pod.sh, multi-process runs
   config, workdir = _CONFIG.value, _WORKDIR.value
   logging.set_verbosity(logging.WARNING)   # Orbax is chatty at INFO
   if not _debug():

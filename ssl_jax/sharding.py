@@ -47,6 +47,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def process_mesh(mesh: Mesh) -> Mesh:
+  """This process's devices of `mesh` as one "data" axis (`mesh` itself with
+  one process): process-0-only evaluation feeds host numpy arrays, which a
+  mesh spanning other hosts cannot take."""
+  if jax.process_count() == 1:
+    return mesh
+  local = [d for d in mesh.devices.flat if d.process_index == jax.process_index()]
+  return Mesh(np.asarray(local), ("data",))
+
+
+def to_host(x) -> np.ndarray:
+  """The whole value of `x` as numpy, also when its shards live on several
+  hosts (FSDP over a pod): then a collective every process must call."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
+
+
 def path_str(path) -> str:
   parts = []
   for k in path:

@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from ssl_jax import checkpoint as ckpt_lib
+from ssl_jax import distributed
 from ssl_jax import evaluate as eval_lib
 from ssl_jax import export as export_lib
 from ssl_jax import methods
@@ -97,7 +98,7 @@ def make_train_step(method, config, tx, schedule):
 def encoder_from_state(method, config, state) -> export_lib.Encoder:
   spec = method.encoder(config)
   variables = spec.variables(state["params"], state["method_state"])
-  variables = jax.tree.map(lambda x: np.asarray(jax.device_get(x)), variables)
+  variables = jax.tree.map(sharding.to_host, variables)   # multi-host: a collective
   module = models.build(spec.model, "float32")
   return export_lib.Encoder(module, variables, dict(spec.model), {})
 
@@ -119,7 +120,7 @@ def train(config, workdir: str, devices=None):
   writer = metrics_lib.MetricsWriter(workdir)
   ckpt = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
   it = pipeline.TrainIterator(config, method.views(config), data_sh)
-  steps_per_epoch = max(1, it.source.num_examples * jax.process_count() // config.batch_size)
+  steps_per_epoch = max(1, it.steps_per_epoch)   # of every input shard (data.input_shards)
   total_steps = int(config.total_steps or round(config.num_epochs * steps_per_epoch))
   # Methods' own schedules (EMA teacher momentum) read the resolved horizon.
   config = config.copy_and_resolve_references()
@@ -171,6 +172,11 @@ def train(config, workdir: str, devices=None):
   val_every = int(round(float(config.get("val_every_epochs") or 0) * steps_per_epoch))
 
   # ------------------------------------------------------------------ loop
+  # Evaluation runs on process 0 alone, over its own devices (with one
+  # process: `mesh`); the other processes go on and wait at their next
+  # collective. Its data is the whole split (pipeline.eval_arrays).
+  evaluates = jax.process_index() == 0
+  eval_mesh = sharding.process_mesh(mesh)
   eval_data = None
   t_last, step_last = time.time(), start
   step = start
@@ -197,7 +203,7 @@ def train(config, workdir: str, devices=None):
           t_last, step_last = now, step
         if step % config.checkpoint_every == 0 or done:
           _check_finite(state, ckpt)
-          ckpt.save(step, state, position)
+          ckpt.save(step, state, pipeline.global_position(position))   # all shards' positions
         ckpt.poll()   # a failed async save (disk full) stops the run now, not at the next save
         if validator is not None and val_every and step % val_every == 0 and not done:
           res = validator(state, constants)
@@ -205,12 +211,15 @@ def train(config, workdir: str, devices=None):
           print(f"[ssl_jax] step {step} validation " + _top_line(res), flush=True)
         if (config.eval_every and step % config.eval_every == 0 and not done
             and method.encoder is not None):
-          eval_data = eval_data or eval_lib.EvalData.load(config)
-          enc = encoder_from_state(method, config, state)
-          res = eval_lib.evaluate(config, enc, mesh, eval_data, protocols=["knn"])
-          writer.write(step, "eval", **res)
-          print(f"[ssl_jax] step {step} kNN top-1 {res['knn/top1']:.2f} "
-                f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})", flush=True)
+          enc = encoder_from_state(method, config, state)   # every process (FSDP: a gather)
+          if evaluates:
+            eval_data = eval_data or eval_lib.EvalData.load(config)
+            res = eval_lib.evaluate(config, enc, eval_mesh, eval_data, protocols=["knn"])
+            writer.write(step, "eval", **res)
+            print(f"[ssl_jax] step {step} kNN top-1 {res['knn/top1']:.2f} "
+                  f"(random init {res.get('knn/top1_random_init', float('nan')):.2f})",
+                  flush=True)
+          distributed.barrier("ssl_jax kNN during training")   # the others sleep meanwhile
         if done:
           break
   except BaseException:
@@ -240,12 +249,14 @@ def train(config, workdir: str, devices=None):
     writer.write(step, "eval", **results, encoder=config.get("encoder"))
     print(f"[ssl_jax] final validation at step {step} ({config.data.name} "
           f"{config.data.eval_split}): " + _top_line(results), flush=True)
-  if config.eval.protocols and encoder is not None:
+  if config.eval.protocols and encoder is not None and evaluates:
     eval_data = eval_data or eval_lib.EvalData.load(config)
-    results = eval_lib.evaluate(config, encoder, mesh, eval_data)
+    results = eval_lib.evaluate(config, encoder, eval_mesh, eval_data)
     writer.write(step, "final_eval", **results, skipped_images=eval_data.skipped_images)
     print(f"[ssl_jax] final evaluation at step {step} ({config.data.name}, "
           f"feature={config.eval.feature}):\n" + eval_lib.format_table(results), flush=True)
+  # No process leaves (and shuts the distributed runtime down) before process 0's evaluation ends.
+  distributed.barrier("ssl_jax final evaluation")
   if export_dir is not None:
     print(f"[ssl_jax] encoder exported to {export_dir}", flush=True)
   print(f"[ssl_jax] skipped_images: {skipped} undecodable in training"

@@ -72,8 +72,8 @@ def test_unknown_override_names_section_and_valid_keys():
   assert msg.startswith("unknown config key --config.data.nme: config.data has no 'nme'. "
                         "Did you mean 'name'? Valid keys of config.data: augment, ")
   msg = config_check.unknown_override(["prog", f"--config={MAE}", "--config.eval.knn.kk=3"])
-  assert "config.eval.knn has no 'kk'. Did you mean 'k'? Valid keys of config.eval.knn: k, " \
-         "temperature." in msg
+  assert "config.eval.knn has no 'kk'. Did you mean 'k'? Valid keys of config.eval.knn: " \
+         "block, k, ks, stream, temperature." in msg
   msg = config_check.unknown_override(["prog", f"--config={MAE}", "--config.nonexistent=1"])
   assert "config has no 'nonexistent'" in msg and "batch_size" in msg
   assert config_check.unknown_override(["prog", f"--config={MAE}", "--config.seed=1"]) is None

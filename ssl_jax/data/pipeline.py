@@ -40,20 +40,16 @@ def _normalize(ex: Dict[str, tf.Tensor], mean, std):
   return {k: (v - mean) / std if k in views.IMAGE_KEYS else v for k, v in ex.items()}
 
 
-class TrainIterator:
-  """Yields (global batch of jax Arrays sharded on `sharding`, host info)."""
+class _ShardReader:
+  """One input shard (of `count`): its batches of `batch` host-local numpy examples."""
 
-  def __init__(self, config, view: str, sharding, position: Optional[dict] = None):
+  def __init__(self, config, view: str, index: int, count: int, batch: int,
+               position: Optional[dict] = None):
     self.config = config
     self.data_cfg = config.data
     self.view_fn = views.VIEWS.get(view)
-    self.sharding = sharding
-    self.source = sources.get_source(self.data_cfg, self.data_cfg.train_split,
-                                     jax.process_index(), jax.process_count())
-    if config.batch_size % jax.process_count():
-      raise ValueError(f"batch_size {config.batch_size} is not divisible by "
-                       f"{jax.process_count()} processes.")
-    self.local_batch = config.batch_size // jax.process_count()
+    self.source = sources.get_source(self.data_cfg, self.data_cfg.train_split, index, count)
+    self.local_batch = batch
     if self.local_batch > self.source.num_examples:
       raise ValueError(f"batch_size {config.batch_size} exceeds the "
                        f"{self.source.num_examples} examples of this split.")
@@ -130,15 +126,103 @@ class TrainIterator:
       self._host_iter.close()
       self._host_iter = None
 
+  def next_batch(self) -> Dict[str, np.ndarray]:
+    if self._host_iter is None:
+      self._host_iter = self._host_batches()
+    return next(self._host_iter)
+
+
+class TrainIterator:
+  """Yields (global batch of jax Arrays sharded on `sharding`, host info).
+
+  The global batch is the concatenation of `data.input_shards` shard batches
+  (default 0: one shard per process, each process reading its own slice of
+  the split); process p reads shards p*K .. p*K+K-1, K = input_shards /
+  process_count. The batches depend on input_shards only, not on how many
+  processes read them: 2 hosts = 1 host with input_shards=2 (the multi-host
+  test), and a pod job resumes on another host count with the same order.
+  The position (checkpointed) holds every shard's (epoch, next_index,
+  skipped) under "shards" when input_shards > 1; `global_position` gathers
+  them from all processes before a save.
+  """
+
+  def __init__(self, config, view: str, sharding, position: Optional[dict] = None):
+    self.sharding = sharding
+    count = jax.process_count()
+    self.num_shards = int(config.data.get("input_shards") or 0) or count
+    if self.num_shards % count:
+      raise ValueError(f"data.input_shards={self.num_shards} is not a multiple of the "
+                       f"{count} processes; use 0 (one shard per process) or a multiple.")
+    if config.batch_size % self.num_shards:
+      raise ValueError(f"batch_size {config.batch_size} is not divisible by "
+                       f"{self.num_shards} input shards ({count} processes).")
+    per_process = self.num_shards // count
+    self.local_batch = config.batch_size // count
+    self.shard_ids = [jax.process_index() * per_process + j for j in range(per_process)]
+    self.readers = [_ShardReader(config, view, i, self.num_shards,
+                                 config.batch_size // self.num_shards,
+                                 _shard_position(position, i, self.num_shards))
+                    for i in self.shard_ids]
+    self.source = self.readers[0].source        # one shard's source (num_examples: per shard)
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.readers[0].steps_per_epoch
+
+  def _epoch_dataset(self, epoch: int, start: int) -> tf.data.Dataset:
+    return self.readers[0]._epoch_dataset(epoch, start)  # pylint: disable=protected-access
+
+  def position(self) -> dict:
+    """This process's shards; one shard in all: the reader's own position."""
+    if self.num_shards == 1:
+      return self.readers[0].position()
+    return _merge({str(i): r.position() for i, r in zip(self.shard_ids, self.readers)})
+
+  def close(self):
+    for r in self.readers:
+      r.close()
+
   def __iter__(self):
     return self
 
   def __next__(self):
-    if self._host_iter is None:
-      self._host_iter = self._host_batches()
-    batch = next(self._host_iter)
+    parts = [r.next_batch() for r in self.readers]
+    batch = {k: np.concatenate([b[k] for b in parts]) for k in parts[0]} if len(parts) > 1 \
+        else parts[0]
     return jax.tree.map(
         lambda x: jax.make_array_from_process_local_data(self.sharding, x), batch)
+
+
+def _merge(shards: Dict[str, dict]) -> dict:
+  return {"epoch": min(p["epoch"] for p in shards.values()),
+          "skipped": sum(p["skipped"] for p in shards.values()), "shards": shards}
+
+
+def _shard_position(position: Optional[dict], index: int, count: int) -> Optional[dict]:
+  """Shard `index`'s part of a checkpointed position. A position without
+  "shards" (one shard, or a checkpoint from before input_shards) applies to
+  every shard, as it did then."""
+  if not position or "shards" not in position:
+    return position
+  shards = position["shards"]
+  if str(index) not in shards or len(shards) != count:
+    raise ValueError(f"the checkpoint's data position has {len(shards)} input shards, this run "
+                     f"reads {count}: set --config.data.input_shards={len(shards)} to resume "
+                     "with the same data order.")
+  return shards[str(index)]
+
+
+def global_position(position: dict) -> dict:
+  """Every process's shard positions in one dict (a collective: all processes
+  call it at the same step). Orbax writes the JSON item from process 0 only."""
+  if jax.process_count() == 1 or "shards" not in position:
+    return position
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  local = np.asarray([[int(i), p["epoch"], p["next_index"], p["skipped"]]
+                      for i, p in position["shards"].items()], np.int32)
+  everyone = np.asarray(multihost_utils.process_allgather(local)).reshape(-1, 4)
+  return _merge({str(i): {"epoch": int(e), "next_index": int(n), "skipped": int(k)}
+                 for i, e, n, k in everyone.tolist()})
 
 
 def prefetch(iterator, size: int = 2, join_timeout: float = 120.0):
@@ -208,7 +292,9 @@ def eval_arrays(data_cfg, split: str, max_examples: Optional[int] = None):
 def eval_arrays_counted(data_cfg, split: str, max_examples: Optional[int] = None
                         ) -> Tuple[np.ndarray, np.ndarray, int, int]:
   """`eval_arrays` plus the number of undecodable images dropped."""
-  src = sources.get_source(data_cfg, split, jax.process_index(), jax.process_count())
+  # The whole split, in every process: evaluation runs on process 0 alone
+  # (train.py); a per-host shard would score kNN against half the train set.
+  src = sources.get_source(data_cfg, split)
   ds = src.make(seed=None)
   expected = src.num_examples
   if max_examples:

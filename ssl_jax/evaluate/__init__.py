@@ -37,6 +37,11 @@ class EvalData:
     xte, yte, _, skip_te = pipeline.eval_arrays_counted(d, d.eval_split, e.max_eval_examples)
     return cls(xtr, ytr, xte, yte, n, skip_tr + skip_te)
 
+  def train_batches(self, batch_size: int):
+    """(images, labels) of the train split, `batch_size` at a time."""
+    for s in range(0, len(self.train_labels), batch_size):
+      yield self.train_images[s:s + batch_size], self.train_labels[s:s + batch_size]
+
   def features(self, encoder, feature: str, block: int, mesh, batch_size: int = 512):
     key = (id(encoder.variables), feature, block)
     if key not in self._cache:
@@ -47,10 +52,25 @@ class EvalData:
 
 @PROTOCOLS.register("knn")
 def knn_protocol(config, encoder, data: EvalData, mesh):
-  e = config.eval
+  """DINO's weighted kNN at `eval.knn.k`, plus DINOv2's sweep `eval.knn.ks`.
+
+  `eval.knn.stream`: the train features go batch by batch from the encoder
+  (sharded over `mesh`) into the running top-k, at most `eval.knn.block`
+  rows held, none kept for other protocols; otherwise the cached in-memory
+  features (shared with `linear`). Both give the same numbers.
+  """
+  e, kc = config.eval, config.eval.knn
+  ks, block = tuple(kc.get("ks") or ()), int(kc.get("block") or 8192)
+  if kc.get("stream"):
+    fte = features_lib.extract(encoder, data.test_images, e.feature, e.block, e.batch_size, mesh)
+    train = features_lib.extract_stream(
+        encoder, data.train_batches(e.batch_size), e.feature, e.block, e.batch_size, mesh,
+        total=len(data.train_labels), phase="kNN train features")
+    return knn_lib.streaming_knn(train, fte, data.test_labels, data.num_classes, kc.k,
+                                 kc.temperature, ks, block)
   ftr, fte = data.features(encoder, e.feature, e.block, mesh, e.batch_size)
   return knn_lib.knn_accuracy(ftr, data.train_labels, fte, data.test_labels,
-                              data.num_classes, e.knn.k, e.knn.temperature)
+                              data.num_classes, kc.k, kc.temperature, ks=ks, block=block)
 
 
 @PROTOCOLS.register("linear")

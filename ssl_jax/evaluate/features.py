@@ -59,25 +59,57 @@ def extract(encoder, images: np.ndarray, feature: str = "cls", block: int = -1,
 def extract_many(encoder, arrays, feature: str = "cls", block: int = -1,
                  batch_size: int = 512, mesh=None, variables=None):
   """Features of several image arrays with one compiled function."""
+  run, batch_size = _compiled(encoder, feature, block, batch_size, mesh, variables)
+  progress = Progress(f"features ({feature}, block {block})", sum(len(a) for a in arrays))
+  results = []
+  for images in arrays:
+    outs = []
+    for s in range(0, len(images), batch_size):
+      outs.append(run(images[s:s + batch_size]))
+      progress.update(len(outs[-1]))
+    results.append(np.concatenate(outs))
+  return results
+
+
+def extract_stream(encoder, batches, feature: str = "cls", block: int = -1,
+                   batch_size: int = 512, mesh=None, variables=None, total: int = 0,
+                   phase: str = "features"):
+  """(images, labels) batches of any size -> (features, labels) batches, one
+  compile, sharded over `mesh`, a progress line over `total` images. Nothing
+  is kept: memory is one batch (streaming kNN over a split of any size)."""
+  run, batch_size = _compiled(encoder, feature, block, batch_size, mesh, variables)
+  progress = Progress(f"{phase} ({feature}, block {block})", total)
+  for images, labels in batches:
+    for s in range(0, len(images), batch_size):
+      feats = run(images[s:s + batch_size])
+      progress.update(len(feats))
+      yield feats, labels[s:s + batch_size]
+
+
+_JITTED = {}
+
+
+def _compiled(encoder, feature, block, batch_size, mesh, variables):
+  """run(images [b <= batch_size, ...]) -> numpy features, b padded to the
+  device count; and the batch size rounded to it."""
   mesh = mesh or sharding.make_mesh([("data", -1)])
   n_dev = mesh.devices.size
   batch_size = max(n_dev, (batch_size // n_dev) * n_dev)
   variables = encoder.variables if variables is None else variables
   in_sh = sharding.batch_sharding(mesh)
-  fn = jax.jit(apply_fn(encoder, feature, block),
-               in_shardings=(sharding.replicated(mesh), in_sh), out_shardings=in_sh)
+  key = (id(encoder.module), feature, block, mesh)
+  if key not in _JITTED:    # one compile per module and batch shape: test + train, random twin
+    fn = jax.jit(apply_fn(encoder, feature, block),
+                 in_shardings=(sharding.replicated(mesh), in_sh), out_shardings=in_sh)
+    _JITTED[key] = (encoder.module, fn)    # holding the module keeps its id unique
+  fn = _JITTED[key][1]
   variables = jax.device_put(variables, sharding.replicated(mesh))
-  results = []
-  progress = Progress(f"features ({feature}, block {block})", sum(len(a) for a in arrays))
-  for images in arrays:
-    outs = []
-    for start in range(0, len(images), batch_size):
-      chunk = images[start:start + batch_size]
-      pad = (-len(chunk)) % n_dev
-      if pad:
-        chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
-      feats = np.asarray(fn(variables, chunk))
-      outs.append(feats[:len(feats) - pad] if pad else feats)
-      progress.update(len(feats) - pad)
-    results.append(np.concatenate(outs))
-  return results
+
+  def run(chunk):
+    pad = (-len(chunk)) % n_dev
+    if pad:
+      chunk = np.concatenate([chunk, np.zeros((pad,) + chunk.shape[1:], chunk.dtype)])
+    # Explicit put: jit refuses sharded numpy inputs in a multi-process job.
+    feats = np.asarray(fn(variables, jax.device_put(chunk, in_sh)))
+    return feats[:len(feats) - pad] if pad else feats
+  return run, batch_size
