@@ -134,9 +134,11 @@ def train(config, workdir: str, devices=None):
   spec = {k: v for k, v in spec.items() if k != "index"}
   init_batch = _zeros_like_spec(spec, 2)
   init_rng = jax.random.PRNGKey(config.seed + 1)
-  # Eager init on a 2-example batch: constants (frozen teachers read from disk)
-  # must not be baked into a compiled program as literals.
-  mvars = method.init(init_rng, init_batch, config)
+  # Init on a 2-example batch as one compiled program: run eagerly it costs
+  # hundreds of one-op compiles (a tiny MAE: 7.6 CPU-s vs 3.0 s). Arrays the
+  # init reads from disk (frozen teachers, the export a probe reads) become
+  # arguments of that program, not literals inside it (JAX hoists them).
+  mvars = jax.jit(lambda rng, batch: method.init(rng, batch, config))(init_rng, init_batch)
   state = {"step": jnp.zeros((), jnp.int32), "params": mvars.params,
            "opt_state": tx.init(mvars.params), "method_state": mvars.state,
            "bad_step": jnp.full((), -1, jnp.int32)}
