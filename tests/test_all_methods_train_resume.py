@@ -12,8 +12,9 @@ key encoder, BatchNorm statistics, EMA teachers), bit for bit.
 Break tried: resetting `method_state` to its init value after the restore
 fails (MoCo v2: its queue and key encoder differ at step 4).
 
-The two runs of a method compile the same program: a persistent compilation
-cache (this module only) lets the resumed run reuse the first's executable.
+The two runs of a method compile the same program: the suite's persistent
+compilation cache (tests/conftest.py) lets the resumed run reuse the first's
+executable.
 """
 import os
 import shutil
@@ -29,19 +30,6 @@ CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 METHOD_NAMES = sorted(methods.METHODS.names())
 # A frozen teacher for methods that distil from an export (configs' TINY_TEACHER_FIELD).
 TEACHER = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=4)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def compilation_cache(tmp_path_factory):
-  keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-          "jax_persistent_cache_min_entry_size_bytes")
-  old = {k: getattr(jax.config, k) for k in keys}
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("xla_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
-  for k, v in old.items():
-    jax.config.update(k, v)
 
 
 @pytest.fixture(scope="module")
