@@ -4,4 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash launch/setup.sh
 export TF_CPP_MIN_LOG_LEVEL=2
-python3 -m pytest tests -q -p no:cacheprovider
+# Two worker processes, each test file on one of them (module fixtures are shared
+# within a file); most of the suite's CPU time is single-threaded XLA compiling.
+python3 -m pytest tests -q -p no:cacheprovider -n 2 --dist loadfile

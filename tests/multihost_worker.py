@@ -49,7 +49,9 @@ def use_compilation_cache(path: str):
 
 
 def main(root: str, process_id: int, port: str):
-  os.environ.update(XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+  # -O0: the suite's LLVM level (tests/conftest.py), also that of the in-process reference.
+  os.environ.update(XLA_FLAGS="--xla_force_host_platform_device_count=4 "
+                    "--xla_backend_optimization_level=0", JAX_PLATFORMS="cpu",
                     SSL_JAX_DISTRIBUTED="1", SSL_JAX_COORDINATOR=f"localhost:{port}",
                     SSL_JAX_NUM_PROCESSES="2", SSL_JAX_PROCESS_ID=str(process_id))
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -53,16 +53,15 @@ def _losses(workdir):
   return [r["loss"] for r in _records(workdir, "train")]
 
 
-@pytest.mark.parametrize("protocol,overrides", [
-    ("linear", {}),
-    # RandAugment and Mixup's Beta draw off (their compiles are the slow part);
-    # crops, CutMix, random erasing, smoothing and layer decay stay on.
-    ("finetune", {"finetune.randaug": None, "finetune.mixup": 0.0})])
+@pytest.mark.parametrize("protocol,overrides", [("linear", {})])
 def test_one_vs_eight_devices_same_losses(protocol, overrides, small_export, tmp_path):
   """Same losses and the same final validation on 1 and on 8 devices. The
-  linear probe's BatchNorm statistics are over the global batch and the
-  fine-tune's CutMix and erasing draws are global too, so a
-  per-device computation (per-shard BN, per-shard mixing) would differ."""
+  linear probe's BatchNorm statistics are over the global batch, so a
+  per-device computation (per-shard BN) would differ. (The same check of
+  fine-tuning, whose CutMix and erasing draws are global too, passed when
+  written, with RandAugment and Mixup off; it is left out of the suite for
+  time: ~25 CPU-s. Run it with ("finetune", {"finetune.randaug": None,
+  "finetune.mixup": 0.0}) here.)"""
   assert len(jax.devices()) == 8
   runs = {}
   for n in (1, 8):
@@ -134,7 +133,8 @@ def test_cli_job_host_memory_does_not_grow_with_training_examples(small_export, 
   in-memory protocols do, 12 kB per image at 32 px) would add 600 MB.
   Break tried: a shuffle buffer as large as the data (60,000) fails."""
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2",
-             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+             XLA_FLAGS="--xla_force_host_platform_device_count=1 "
+             "--xla_backend_optimization_level=0")
   sizes = (10_000, 60_000)
   procs = [subprocess.Popen(
       [sys.executable, "-c", _CLI, "--config", "configs/eval/linear.py:job_cpu",

@@ -89,7 +89,8 @@ TINY = textwrap.dedent("""
 
 def _env(env=None):
   full_env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="2")
-  full_env.pop("XLA_FLAGS", None)                  # one device, as a user's run
+  # One device, as a user's run; LLVM -O0 as in the rest of the suite (conftest).
+  full_env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
   full_env.update(env or {})
   return full_env
 
