@@ -77,6 +77,7 @@ NEVER_TRAINED["num_epochs"] = 0.0
 
 MAIN = ("lin_cls", "lin_mean", "dense", "finetune")
 PROBES = ("lin_cls", "lin_mean", "dense")
+LINEAR = ("lin_cls", "lin_mean")
 
 
 def _smim(target: str, k: int = 8):
@@ -96,26 +97,26 @@ ROWS = [
         twin="random_vit"),
     Row("smim_pixel", "SemanticMIM over SimMIM (8 proxies)", MAIN,
         *_smim("pixel"), twin="random_vit8", baseline="simmim"),
-    Row("maskfeat", "MaskFeat", MAIN, config="configs/maskfeat.py:cpu", overrides=BUDGET,
+    Row("maskfeat", "MaskFeat", PROBES, config="configs/maskfeat.py:cpu", overrides=BUDGET,
         twin="random_vit"),
-    Row("smim_hog", "SemanticMIM over MaskFeat (8 proxies)", MAIN,
+    Row("smim_hog", "SemanticMIM over MaskFeat (8 proxies)", PROBES,
         *_smim("hog"), twin="random_vit8", baseline="maskfeat"),
-    Row("beit", "BEiT (k-means tokenizer)", MAIN, config="configs/beit.py:cpu", overrides=BUDGET,
+    Row("beit", "BEiT (k-means tokenizer)", PROBES, config="configs/beit.py:cpu", overrides=BUDGET,
         twin="random_vit"),
-    Row("smim_pixel_k1", "SemanticMIM over SimMIM, 1 proxy", PROBES, *_smim("pixel", 1),
+    Row("smim_pixel_k1", "SemanticMIM over SimMIM, 1 proxy", LINEAR, *_smim("pixel", 1),
         twin="random_vit", baseline="simmim"),
-    Row("smim_pixel_k2", "SemanticMIM over SimMIM, 2 proxies", PROBES, *_smim("pixel", 2),
+    Row("smim_pixel_k2", "SemanticMIM over SimMIM, 2 proxies", LINEAR, *_smim("pixel", 2),
         twin="random_vit8", baseline="simmim"),
-    Row("smim_pixel_k4", "SemanticMIM over SimMIM, 4 proxies", PROBES, *_smim("pixel", 4),
+    Row("smim_pixel_k4", "SemanticMIM over SimMIM, 4 proxies", LINEAR, *_smim("pixel", 4),
         twin="random_vit8", baseline="simmim"),
-    Row("smim_pixel_k16", "SemanticMIM over SimMIM, 16 proxies", PROBES, *_smim("pixel", 16),
+    Row("smim_pixel_k16", "SemanticMIM over SimMIM, 16 proxies", LINEAR, *_smim("pixel", 16),
         twin="random_vit8", baseline="simmim"),
-    Row("simmim_8cls", "control: SimMIM + 8 CLS, one stream", PROBES,
+    Row("simmim_8cls", "control: SimMIM + 8 CLS, one stream", LINEAR,
         config="configs/simmim.py:cpu", overrides=dict(BUDGET, **{"model.num_prefix": 8}),
         twin="random_vit8", baseline="simmim"),
 ]
 
-LINEAR = {"eval.protocols": ("linear",), "eval.block": 3, "eval.linear.optimizer": "sgd",
+LINEAR_JOB = {"eval.protocols": ("linear",), "eval.block": 3, "eval.linear.optimizer": "sgd",
           "eval.linear.batch_size": 256, "eval.linear.epochs": 10,
           "eval.max_train_examples": 5_000, "eval.max_eval_examples": 2_000}
 
@@ -127,8 +128,8 @@ SUITE = dict(
             "(SGD, 10 epochs, 5k / 2k images); dense probe at block 3 of 6 (3k / 1k); "
             "fine-tune 2 epochs on 5k, scored on 2k"),
     jobs={
-        "lin_cls": ("configs/eval/linear.py", dict(LINEAR, **{"eval.feature": "cls"})),
-        "lin_mean": ("configs/eval/linear.py", dict(LINEAR, **{"eval.feature": "mean"})),
+        "lin_cls": ("configs/eval/linear.py", dict(LINEAR_JOB, **{"eval.feature": "cls"})),
+        "lin_mean": ("configs/eval/linear.py", dict(LINEAR_JOB, **{"eval.feature": "mean"})),
         "dense": ("configs/eval/dense_probe.py:cpu", {"eval.dense_probe.block": 2}),
         "finetune": ("configs/eval/finetune.py:cpu", {}),
     },
