@@ -125,10 +125,10 @@ def check(config, modes: Sequence[str], device_count: int):
   if total is not None:
     _positive_int("total_steps", total)
   elif not (isinstance(config.get("num_epochs"), (int, float)) and config.num_epochs >= 0):
-    # 0 is allowed: no step is taken and the initialisation is exported (the
-    # results suite's random-init twins, configs/results/fmnist.py).
+    # 0 is valid: the trainer exports the initialisation (the results suite's
+    # random-init twins, docs/ARCHITECTURE.md).
     raise ConfigError(f"num_epochs={config.get('num_epochs')!r} must be >= 0 "
-                      "(or set total_steps).")
+                      "(0 exports the random initialisation), or set total_steps.")
   for key in ("log_every", "checkpoint_every"):
     _positive_int(key, config.get(key))
   _positive_int("keep_checkpoints", config.get("keep_checkpoints"))

@@ -40,6 +40,9 @@ BAD = [
 
 def test_good_config_passes():
   config_check.check(tiny_mae_config(), main.MODES, device_count=8)
+  # num_epochs=0: export the initialisation (the results suite's random-init twins).
+  config_check.check(tiny_mae_config(total_steps=None, num_epochs=0.0), main.MODES,
+                     device_count=8)
 
 
 @pytest.mark.parametrize("overrides,message", BAD, ids=[str(o) for o, _ in BAD])

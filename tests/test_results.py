@@ -96,19 +96,21 @@ def test_aggregate_mean_std_and_twin_difference(tmp_path):
            columns={"knn": ("frozen", "knn/top1", "kNN")},
            rows=[suite_lib.Row("rand", "random init", ("frozen",), config="x.py",
                                role="reference"),
-                 suite_lib.Row("m", "method", ("frozen",), config="x.py", twin="rand")])
+                 suite_lib.Row("m", "method", ("frozen",), config="x.py", twin="rand"),
+                 suite_lib.Row("w", "wrapped", ("frozen",), config="x.py", twin="rand",
+                               baseline="m")])
   runs = str(tmp_path / "runs")
-  vals = {"rand": [60.0, 61.0, 59.0], "m": [70.0, 72.5, 71.0]}
+  vals = {"rand": [60.0, 61.0, 59.0], "m": [70.0, 72.5, 71.0], "w": [69.0, 70.0]}
   for row, vs in vals.items():
     for k, v in enumerate(vs):
       _fake_cell(runs, row, k, "frozen", "knn/top1", v)
   res = aggregate.collect(s, runs)
   for row, vs in vals.items():
     sm = res["rows"][row]["summary"]["knn"]
-    assert sm["n"] == 3
+    assert sm["n"] == len(vs)
     np.testing.assert_allclose(sm["mean"], np.mean(vs))
     np.testing.assert_allclose(sm["std"], np.std(vs, ddof=1))
-    np.testing.assert_allclose(sm["se"], np.std(vs, ddof=1) / math.sqrt(3))
+    np.testing.assert_allclose(sm["se"], np.std(vs, ddof=1) / math.sqrt(len(vs)))
   c = res["rows"]["m"]["vs_twin"]["knn"]
   want_se = math.sqrt(np.var(vals["m"], ddof=1) / 3 + np.var(vals["rand"], ddof=1) / 3)
   np.testing.assert_allclose(c["diff"], np.mean(vals["m"]) - 60.0)
@@ -117,6 +119,28 @@ def test_aggregate_mean_std_and_twin_difference(tmp_path):
   md = aggregate.markdown(res, s)
   assert f"| method | {np.mean(vals['m']):.1f} ± {np.std(vals['m'], ddof=1):.1f} (3)" in md
   assert "+11.2" in md and "✔" in md
+  # The baseline comparison: its own table, 2 vs 3 seeds, below 2 se here.
+  assert "vs_baseline" not in res["rows"]["m"]
+  b = res["rows"]["w"]["vs_baseline"]["knn"]
+  np.testing.assert_allclose(b["diff"], 69.5 - np.mean(vals["m"]))
+  np.testing.assert_allclose(b["se"], math.sqrt(np.var(vals["w"], ddof=1) / 2 +
+                                                np.var(vals["m"], ddof=1) / 3))
+  assert not b["beats_2se"]
+  base_table = md.split("Difference to the baseline row")[1]
+  assert "| wrapped | method | -1.7 (0.9) |" in base_table
+  assert "\n| method |" not in base_table
+
+
+def test_twin_and_baseline_must_name_rows(tmp_path):
+  path = tmp_path / "bad.py"
+  path.write_text(textwrap.dedent("""
+      from ssl_jax.results.suite import Row
+      SUITE = dict(name="bad", jobs={"j": ("configs/eval/knn.py", {})},
+                   columns={"c": ("j", "knn/top1", "kNN")},
+                   rows=[Row("a", "a", ("j",), config="x.py", baseline="nope")])
+      """))
+  with pytest.raises(ValueError, match="baseline 'nope' is not a row"):
+    suite_lib.load(str(path))
 
 
 def test_bad_rows_and_suites_name_the_choices(tmp_path):

@@ -3,7 +3,8 @@
 Per row and column (a metric of one eval job): mean, sample std (ddof 1), n and standard error over
 seeds; per method row, the difference to its random-init twin row with
 the standard error of a difference of independent means,
-se = sqrt(se_row^2 + se_twin^2), and whether it exceeds 2 se.
+se = sqrt(se_row^2 + se_twin^2), and whether it exceeds 2 se; the same
+against the row's `baseline` (e.g. the method a wrapper modifies) where set.
 """
 import glob
 import json
@@ -85,13 +86,15 @@ def collect(s, runs_dir: str) -> dict:
       if vals:
         summary[p] = summarize(vals)
     out["rows"][row.name] = {"label": row.label, "role": row.role, "twin": row.twin,
+                             "baseline": row.baseline,
                              "config": row.config or f"reference: {row.export}",
                              "overrides": row.overrides, "cells": recs, "summary": summary}
   for name, r in out["rows"].items():
-    twin = out["rows"].get(r["twin"]) if r["twin"] else None
-    if twin:
-      r["vs_twin"] = {p: compare(v, twin["summary"][p]) for p, v in r["summary"].items()
-                      if p in twin["summary"]}
+    for field in ("twin", "baseline"):
+      other = out["rows"].get(r[field]) if r[field] else None
+      if other:
+        r[f"vs_{field}"] = {p: compare(v, other["summary"][p]) for p, v in r["summary"].items()
+                            if p in other["summary"]}
   return out
 
 
@@ -125,28 +128,35 @@ def markdown(res: dict, s) -> str:
     lines.append(f"| {label} | " + " | ".join(cells) + f" | {budget} |")
   lines.append("")
   lines.append("Mean ± sample std over seeds (n).")
-  if not any(r.get("vs_twin") for r in res["rows"].values()):
-    return "\n".join(lines) + "\n"
-  lines.append("Difference to the random-init twin "
-               "(standard error of the difference; ✔ when above 2 se):")
-  lines.append("")
-  lines.append("| row | twin | " + " | ".join(titles) + " |")
-  lines.append("|---|---|" + "---|" * len(protos))
-  for name, r in res["rows"].items():
-    if not r.get("vs_twin"):
+  lines += _difference_table(res, protos, titles, "twin", "the random-init twin")
+  lines += _difference_table(res, protos, titles, "baseline", "the baseline row")
+  return "\n".join(lines) + "\n"
+
+
+def _difference_table(res, protos, titles, field: str, what: str) -> List[str]:
+  """Rows' differences to the row named by their `field` (twin | baseline)."""
+  key = f"vs_{field}"
+  if not any(r.get(key) for r in res["rows"].values()):
+    return []
+  lines = [f"Difference to {what} (standard error of the difference; ✔ when above 2 se):", "",
+           f"| row | {field} | " + " | ".join(titles) + " |",
+           "|---|---|" + "---|" * len(protos)]
+  for r in res["rows"].values():
+    if not r.get(key):
       continue
     cells = []
     for p in protos:
-      c = r["vs_twin"].get(p)
+      c = r[key].get(p)
       if c is None:
         cells.append("–")
       elif c["se"] != c["se"]:          # one seed on either side: no standard error
         cells.append(f"{c['diff']:+.1f} (1 seed)")
       else:
         cells.append(f"{c['diff']:+.1f} ({c['se']:.1f}){' ✔' if c['beats_2se'] else ''}")
-    lines.append(f"| {r['label']} | {res['rows'][r['twin']]['label']} | " + " | ".join(cells)
+    lines.append(f"| {r['label']} | {res['rows'][r[field]]['label']} | " + " | ".join(cells)
                  + " |")
-  return "\n".join(lines) + "\n"
+  lines.append("")
+  return lines
 
 
 def chart(res: dict, s, path: str):

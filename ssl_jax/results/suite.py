@@ -39,7 +39,9 @@ class Row:
   compared with; `role`: "method" | "reference" (table sections).
   `export_flags` {config key: row}: the same seed's export of another row
   passed as a path (frozen teachers: D-MAE's `dmae.teacher`, CR2PQ's
-  `cr2pq.teacher_path`); that row must come earlier in the suite."""
+  `cr2pq.teacher_path`); that row must come earlier in the suite.
+  `baseline`: a trained row this one is also compared with (e.g. the method
+  a wrapper modifies), in a second difference table."""
   name: str
   label: str
   jobs: Tuple[str, ...]
@@ -50,6 +52,7 @@ class Row:
   twin: Optional[str] = None
   role: str = "method"
   export_flags: Dict[str, str] = dataclasses.field(default_factory=dict)
+  baseline: Optional[str] = None
 
   def __post_init__(self):
     if not _NAME.match(self.name):
@@ -114,8 +117,10 @@ def load(suite: str):
     if unknown:
       raise ValueError(f"row {r.name!r}: unknown jobs {unknown}; the suite defines "
                        f"{', '.join(s['jobs'])}.")
-    if r.twin is not None and r.twin not in names:
-      raise ValueError(f"row {r.name!r}: twin {r.twin!r} is not a row ({', '.join(names)}).")
+    for field in ("twin", "baseline"):
+      other = getattr(r, field)
+      if other is not None and other not in names:
+        raise ValueError(f"row {r.name!r}: {field} {other!r} is not a row ({', '.join(names)}).")
     for key, dep in r.export_flags.items():
       if dep not in names[:names.index(r.name)]:
         raise ValueError(f"row {r.name!r}: export_flags[{key!r}] names {dep!r}, which is not "
