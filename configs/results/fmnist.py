@@ -81,7 +81,8 @@ ROWS = [
         overrides={"mocov2.queue_size": 1024, "mocov2.momentum": 0.99, "optim.base_lr": 0.12},
         eval_overrides=MF_EVAL, twin="random_mf"),
     Row("qbheat", "QB-Heat (MF-tiny)", ("frozen", "tran1"),
-        config="configs/qbheat.py:mf_tiny", eval_overrides=MF_EVAL, twin="random_mf"),
+        config="configs/qbheat.py:mf_tiny", eval_overrides=MF_EVAL, twin="random_mf",
+        baseline="mocov2"),   # 000 Tab. 11: QB-Heat above MoCo v2 on tran-1 and linear
     Row("cr2pq", "CR2PQ, pixel teacher (ViT-S4)", ("frozen", "finetune"),
         config="configs/cr2pq.py:vit_tiny", eval_overrides=VIT_EVAL, twin="random_vit"),
     Row("supervised_mf", "supervised (MF-tiny)", ("frozen", "tran1"),
@@ -90,7 +91,8 @@ ROWS = [
     # 004 Tab. 4: CR2PQ with a frozen MAE teacher (the same seed's MAE row).
     Row("cr2pq_mae", "CR2PQ, frozen MAE teacher (ViT-S4)", ("frozen", "finetune"),
         config="configs/cr2pq.py:vit_tiny", overrides={"cr2pq.teacher": "frozen"},
-        export_flags={"cr2pq.teacher_path": "mae"}, eval_overrides=VIT_EVAL, twin="random_vit"),
+        export_flags={"cr2pq.teacher_path": "mae"}, eval_overrides=VIT_EVAL, twin="random_vit",
+        baseline="cr2pq"),
     # 002 Sec. 5: the teacher must first be shown better than the student-size
     # MAE (fine-tuning; attention distance / entropy, Fig. 7) before students
     # distil from it. Not at the equal budget: a teacher is pre-trained apart.
@@ -102,13 +104,13 @@ ROWS = [
     Row("dmae", "D-MAE (ViT-S4)", ("frozen", "finetune"),
         config="configs/dmae.py:dmae_cpu", overrides={"model": VIT_S4, "num_epochs": 1.0},
         export_flags={"dmae.teacher": "dmae_teacher"}, eval_overrides=VIT_EVAL,
-        twin="random_vit"),
+        twin="random_vit", baseline="mae"),   # 002: students above plain MAE
     Row("d2mae", "D²-MAE (ViT-S4)", ("frozen", "finetune"),
         config="configs/dmae.py:d2mae_cpu",
         # 002 Tab. 5: the decoder reads layer 8 of 12; here layer 3 of 4.
         overrides={"model": VIT_S4, "num_epochs": 1.0, "dmae.decoder_layer": 3},
         export_flags={"dmae.teacher": "dmae_teacher"}, eval_overrides=VIT_EVAL,
-        twin="random_vit"),
+        twin="random_vit", baseline="mae"),   # 002: students above plain MAE
 ]
 
 SUITE = dict(
