@@ -30,9 +30,9 @@ from ViT-B's 12 blocks to 6):
             2k); the random twin's number is from-scratch training at that
             budget.
 Jobs per row (cost: on the shared 2-core machine a fine-tuning took 3-12 min
-and a probe 0.5-4.5 min): all four for the twins, SimMIM and SemanticMIM over
-SimMIM; linear + dense probes for MaskFeat, its SemanticMIM and BEiT; the two
-linear probes for the sweep and the control.
+and a probe 0.5-4.5 min): all four for the twins and every method row
+(SimMIM, MaskFeat, BEiT, SemanticMIM over SimMIM / MaskFeat); the two linear
+probes for the sweep and the control.
 
 Rows: raw pixels (reference); random-init twins of the ViT with 1 prefix
 token (SimMIM / MaskFeat / BEiT layout) and with 8 (SemanticMIM's export:
@@ -112,11 +112,11 @@ ROWS = [
         twin="random_vit"),
     Row("smim_pixel", "SemanticMIM over SimMIM (8 proxies)", MAIN,
         *_smim("pixel"), twin="random_vit8", baseline="simmim"),
-    Row("maskfeat", "MaskFeat", PROBES, config="configs/maskfeat.py:cpu", overrides=BUDGET,
+    Row("maskfeat", "MaskFeat", MAIN, config="configs/maskfeat.py:cpu", overrides=BUDGET,
         twin="random_vit"),
-    Row("smim_hog", "SemanticMIM over MaskFeat (8 proxies)", PROBES,
+    Row("smim_hog", "SemanticMIM over MaskFeat (8 proxies)", MAIN,
         *_smim("hog"), twin="random_vit8", baseline="maskfeat"),
-    Row("beit", "BEiT (k-means tokenizer)", PROBES, config="configs/beit.py:cpu", overrides=BUDGET,
+    Row("beit", "BEiT (k-means tokenizer)", MAIN, config="configs/beit.py:cpu", overrides=BUDGET,
         twin="random_vit"),
     Row("smim_pixel_k1", "SemanticMIM over SimMIM, 1 proxy", LINEAR, *_smim("pixel", 1),
         twin="random_vit", baseline="simmim"),
