@@ -1,10 +1,9 @@
 """Test session setup: 8 simulated CPU devices (multi-device tests use them,
 the rest run on device 0) and small, fast configs."""
+import atexit
 import os
-
-import atexit  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
+import shutil
+import tempfile
 
 # Compiling, not running, is most of this suite's CPU time (tiny models, few
 # steps). LLVM at -O0 compiles XLA's CPU kernels about a quarter faster (the
