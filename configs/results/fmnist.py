@@ -36,7 +36,8 @@ Expected (seed 0 only, measured in the session that built the suite, on a
 kNN / linear top-1 raw pixels 81.8 / 80.5; ViT-S4 random 70.5 / 76.2
 (fine-tune from scratch 46.8), supervised 76.7 / 78.8 (71.7), MAE 72.8 /
 77.6 (55.4); MF-tiny random 63.8 / 77.2 (tran-1 69.0), MoCo v2 70.8 / 78.3
-(74.4), QB-Heat 63.6 / 77.1 (74.8). Seeds 1 and 2 were not run yet.
+(74.4), QB-Heat 63.6 / 77.1 (74.8). Seeds 1-2 of these rows ran later (3 seeds each in
+results/fmnist.md); the CR2PQ, D-MAE and supervised MF rows have not.
 
 Recipe changes against the methods' 1-epoch CPU configs (each listed in
 the row's overrides, reasons here):
