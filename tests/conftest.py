@@ -42,13 +42,18 @@ def tiny_mae_config(**overrides):
   c.log_every = 1
   c.checkpoint_every = 2
   c.eval.protocols = ()
+  return set_dotted(c, overrides)
+
+
+def set_dotted(config, overrides):
+  """Sets {"section.key": value} overrides on a ConfigDict; returns it."""
   for k, v in overrides.items():
-    node = c
+    node = config
     *path, last = k.split(".")
     for p in path:
       node = node[p]
     node[last] = v
-  return c
+  return config
 
 
 @pytest.fixture

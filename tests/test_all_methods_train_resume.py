@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 from ssl_jax import checkpoint, export, methods, metrics, models, train
-from tests.conftest import config_module
+from tests.conftest import config_module, set_dotted
 
 CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 METHOD_NAMES = sorted(methods.METHODS.names())
@@ -64,11 +64,7 @@ def tiny_config(name: str, teacher_path: str = ""):
     pytest.fail(f"configs/{rel} has no 'tiny' variant ({e}): {how}.")
   field = getattr(module, "TINY_TEACHER_FIELD", None)
   if field:                  # "<section>.<key>", or a top-level key ("encoder")
-    *sections, key = field.split(".")
-    node = c
-    for section in sections:
-      node = node[section]
-    node[key] = teacher_path
+    set_dotted(c, {field: teacher_path})
   return c
 
 

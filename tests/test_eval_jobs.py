@@ -18,7 +18,7 @@ import pytest
 
 from ssl_jax import config_check, evaluate, export, metrics, models, train
 from ssl_jax.evaluate import linear as linear_lib
-from tests.conftest import config_module
+from tests.conftest import config_module, set_dotted
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 ENCODER = dict(name="vit", variant="Ti", width=32, depth=1, num_heads=2, patch_size=8)
@@ -36,13 +36,7 @@ def small_export(tmp_path_factory):
 def _config(protocol: str, variant: str, encoder: str, **overrides):
   c = config_module(f"eval/{protocol}.py").get_config(variant)
   c.encoder = encoder
-  for k, v in overrides.items():
-    node = c
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return c
+  return set_dotted(c, overrides)
 
 
 def _records(workdir, kind):

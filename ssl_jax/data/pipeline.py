@@ -289,22 +289,30 @@ def eval_arrays(data_cfg, split: str, max_examples: Optional[int] = None):
   return eval_arrays_counted(data_cfg, split, max_examples)[:3]
 
 
-def eval_arrays_counted(data_cfg, split: str, max_examples: Optional[int] = None
-                        ) -> Tuple[np.ndarray, np.ndarray, int, int]:
-  """`eval_arrays` plus the number of undecodable images dropped."""
-  # The whole split, in every process: evaluation runs on process 0 alone
-  # (train.py); a per-host shard would score kNN against half the train set.
-  src = sources.get_source(data_cfg, split)
+def _eval_dataset(data_cfg, src, max_examples: Optional[int]):
+  """(image, label) pairs of `src` in order through the deterministic eval
+  view, undecodable images dropped; and how many examples were asked for."""
   ds = src.make(seed=None)
   expected = src.num_examples
   if max_examples:
     ds = ds.take(max_examples)
     expected = min(expected, max_examples)
   size, encoded = data_cfg.image_size, src.encoded
+
   def process(ex):
     img = views.eval_view(_decode(ex["image"], encoded), size)
     return _normalize({"image": img}, src.mean, src.std)["image"], ex["label"]
   ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+  return ds, expected
+
+
+def eval_arrays_counted(data_cfg, split: str, max_examples: Optional[int] = None
+                        ) -> Tuple[np.ndarray, np.ndarray, int, int]:
+  """`eval_arrays` plus the number of undecodable images dropped."""
+  # The whole split, in every process: evaluation runs on process 0 alone
+  # (train.py); a per-host shard would score kNN against half the train set.
+  src = sources.get_source(data_cfg, split)
+  ds, expected = _eval_dataset(data_cfg, src, max_examples)
   images, labels = [], []
   for im, lb in ds.batch(1024).as_numpy_iterator():
     images.append(im)
@@ -336,20 +344,11 @@ def eval_batches(data_cfg, split: str, batch_size: int, sharding,
     raise ValueError(f"eval batch size {batch_size} is not divisible by "
                      f"{jax.process_count()} processes.")
   local = batch_size // jax.process_count()
-  ds = src.make(seed=None)
-  expected = src.num_examples
-  if max_examples:
-    ds = ds.take(max_examples)
-    expected = min(expected, max_examples)
-  size, encoded = data_cfg.image_size, src.encoded
-
-  def process(ex):
-    img = views.eval_view(_decode(ex["image"], encoded), size)
-    return _normalize({"image": img}, src.mean, src.std)["image"], ex["label"]
-  ds = ds.map(process, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).ignore_errors()
+  ds, expected = _eval_dataset(data_cfg, src, max_examples)
   ds = ds.batch(local, drop_remainder=False).prefetch(max(1, int(data_cfg.prefetch)))
   steps = -(-expected // local)
   batches = ds.as_numpy_iterator()
+  size = data_cfg.image_size
   shape = (local, size, size, 3)
 
   def put(x):
