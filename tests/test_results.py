@@ -151,3 +151,24 @@ def test_bad_rows_and_suites_name_the_choices(tmp_path):
     suite_lib.select_rows(s, "mae,maee")
   with pytest.raises(ValueError, match="exactly one of"):
     suite_lib.Row("x", "x", ("frozen",))
+
+
+@pytest.mark.parametrize("name", ["fmnist", "fmnist_mim", "fmnist_dino"])
+def test_every_row_of_every_suite_builds_a_valid_config(name):
+  """Each trained row's config (method config + row overrides) is one the
+  trainer accepts: an override that names a wrong key or value fails here,
+  not an hour into a results run. Teachers read from another row's export
+  are checked by the runner when that export exists."""
+  from ssl_jax import config_check  # pylint: disable=g-import-not-at-top
+  s, path = suite_lib.load(name)
+  for r in s["rows"]:
+    if r.config is None:
+      continue
+    c = suite_lib.row_config(s, r.name, path)
+    for key, value in r.overrides.items():
+      node = c
+      for part in key.split("."):
+        node = node[part]
+      assert getattr(node, "to_dict", lambda: node)() == value, (r.name, key)
+    if not r.export_flags:
+      config_check.check(c, ("pretrain", "train"), device_count=1)
