@@ -199,8 +199,9 @@ def test_finetune_improves_on_the_tran1_probe_it_starts_from():
 
 
 @pytest.mark.parametrize("name,variants", [
-    ("decoder_probe", ("cpu", "in1k_mf285m", "in1k_mf1g", "in1k_mf3.7g")),
-    ("finetune", ("cpu", "vit_tiny_in1k", "in1k_mf285m", "in1k_mf1g", "in1k_mf3.7g")),
+    # Their ImageNet variants are trainer jobs: tests/test_eval_jobs.py.
+    ("decoder_probe", ("cpu",)),
+    ("finetune", ("cpu",)),
     ("dense_probe", ("cpu", "tab6")),
     ("analyze", ("cpu", "in1k"))])
 def test_eval_configs_build(name, variants):
@@ -208,8 +209,5 @@ def test_eval_configs_build(name, variants):
   for v in variants:
     c = mod.get_config(v)
     assert c.mode == "eval" and tuple(c.eval.protocols) == (name,) and name in c.eval
-  if name == "finetune":                                     # 002 Tab. S1 values
-    ft = mod.get_config("vit_tiny_in1k").eval.finetune
-    assert (ft.base_lr, ft.mixup, tuple(ft.randaug), ft.label_smoothing) == (1e-3, 0.2, (10, 0.5), 0.0)
   with pytest.raises(ValueError, match="Valid"):
     mod.get_config("nope")

@@ -41,9 +41,9 @@ classifier; ViTs and CNNs (Mobile-Former, ResNet) alike.
    :job_cpu   the in-memory `cpu` recipe as a job (width 96, 3 heads, 10 epochs
               at batch 256, base lr 2e-3, 5k training images, 2k test images;
               no crops, flips or RandAug, as `cpu`). Measured on the results
-              suite's QB-Heat MF-tiny export (seed 0, eval.feature irrelevant):
-              see README / the session report (in-memory `cpu`: 74.8, 3 seeds
-              74.77 +- 0.03).
+              suite's QB-Heat MF-tiny export (seed 0): 74.25 top-1 in 5 min 20 s
+              wall on the shared 2-core CPU (in-memory `cpu` on the same export:
+              74.8; the suite's 3 seeds 74.77 +- 0.03).
    :tiny      16 px, batch 8, 4 steps, RandAug + erasing on: the every-method
               train/resume test.
 The job variants set `eval.protocols = ()`: the trainer's validation pass

@@ -22,11 +22,15 @@ Deviations, named: those of the augmentations in `evaluate/finetune.py`
 CutMix draw their lambda and box with jax.random inside the step (timm: numpy
 on the host), which keeps the loss a pure function of (params, batch, rng).
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax import checkpoint as ckpt_lib
+from ssl_jax import config_check
 from ssl_jax import models
 from ssl_jax.evaluate import decoder_probe
 from ssl_jax.evaluate import finetune as ft
@@ -59,10 +63,36 @@ def classifier(config) -> ft.Classifier:
   return ft.Classifier(enc, n, f.head, f.pool, decoder)
 
 
+def start_head(config, fresh):
+  """`finetune.init_head` (000 App. B.1: "The decoder weights are initialized
+  from tran-1 probing"): a decoder_probe job's workdir (the head of its latest
+  checkpoint) or a file of `evaluate/decoder_probe.save_params`; else `fresh`."""
+  path = config.finetune.get("init_head")
+  if not path:
+    return fresh
+  if config.finetune.head != "tran1":
+    raise config_check.ConfigError("finetune.init_head needs finetune.head='tran1'.")
+  if os.path.isfile(path):
+    head = decoder_probe.load_params(path)
+  else:
+    head = ckpt_lib.read_params(path)
+    if "head" not in head:
+      raise config_check.ConfigError(f"finetune.init_head={path!r}: its checkpoint holds "
+                                     f"params {sorted(head)}, not a decoder_probe job's 'head'.")
+    head = head["head"]
+  want = jax.tree.map(lambda x: tuple(x.shape), fresh)
+  got = jax.tree.map(lambda x: tuple(np.shape(x)), head)
+  if want != got:
+    raise config_check.ConfigError(
+        f"finetune.init_head={path!r} does not fit finetune.tran1 (width, heads, classes): "
+        f"its head has shapes {got}, this job's decoder {want}.")
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), head)
+
+
 def init(rng, batch, config):
   model = classifier(config)
   enc_vars = dict(frozen_encoder(config).variables)
-  head = ft.init_head(model, enc_vars, batch["image"][:1], rng)
+  head = start_head(config, ft.init_head(model, enc_vars, batch["image"][:1], rng))
   params = {"encoder": enc_vars.pop("params"), "head": head}
   state = {k: {"encoder": v} for k, v in enc_vars.items()}        # BatchNorm statistics
   # Pixel statistics the pipeline normalised with: RandAugment acts on [0, 1].
