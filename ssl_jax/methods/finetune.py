@@ -17,10 +17,10 @@ Tab. 9; timm):
 The fine-tuned encoder is exported like a pre-training run's (`<workdir>/export`),
 the eval split is scored by `predict` (top-1 / top-5).
 
-Deviations, named: those of the augmentations in `evaluate/finetune.py`
-(RandAugment ops on float images, one random-erasing attempt); Mixup /
-CutMix draw their lambda and box with jax.random inside the step (timm: numpy
-on the host), which keeps the loss a pure function of (params, batch, rng).
+Deviations, named: those of the augmentations in `ops/batch_augment.py`
+(RandAugment ops on float images, one random-erasing attempt; Mixup /
+CutMix draw their lambda and box with jax.random inside the step, timm: numpy
+on the host, which keeps the loss a pure function of (params, batch, rng)).
 """
 import os
 
@@ -38,6 +38,7 @@ from ssl_jax.evaluate import segmentation_data
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, fixed_view, scalar_metrics
 from ssl_jax.methods.linear_probe import frozen_encoder
+from ssl_jax.ops import batch_augment
 from ssl_jax.registry import check_choice
 
 
@@ -101,32 +102,6 @@ def init(rng, batch, config):
   return MethodVars(params=params, state=state, constants=constants)
 
 
-def sample_mix(key, mixup_alpha: float, cutmix_alpha: float, size, switch_prob: float = 0.5):
-  """timm `Mixup._params_per_batch` + `cutmix_bbox_and_lam` in jnp: one lambda
-  per batch; CutMix (chosen with `switch_prob` when both are on) cuts a box of
-  area 1 - lambda around a uniform centre, clipped to the image, lambda
-  corrected to the clipped area; lam = 1 (no mixing) when both are off.
-  The dict `evaluate/finetune.py: mix_batch` takes."""
-  h, w = size
-  k_sw, k_mix, k_cut, k_y, k_x = jax.random.split(key, 5)
-  if cutmix_alpha > 0 and mixup_alpha > 0:
-    use_cut = jax.random.uniform(k_sw) < switch_prob
-  else:
-    use_cut = jnp.asarray(cutmix_alpha > 0)
-  lam_mix = (jax.random.beta(k_mix, mixup_alpha, mixup_alpha) if mixup_alpha > 0
-             else jnp.ones(()))
-  cut = (jnp.sqrt(1.0 - jax.random.beta(k_cut, cutmix_alpha, cutmix_alpha))
-         if cutmix_alpha > 0 else jnp.zeros(()))
-  ch, cw = jnp.floor(h * cut).astype(jnp.int32), jnp.floor(w * cut).astype(jnp.int32)
-  cy, cx = jax.random.randint(k_y, (), 0, h), jax.random.randint(k_x, (), 0, w)
-  y0, y1 = jnp.clip(cy - ch // 2, 0, h), jnp.clip(cy + ch // 2, 0, h)
-  x0, x1 = jnp.clip(cx - cw // 2, 0, w), jnp.clip(cx + cw // 2, 0, w)
-  lam_cut = 1.0 - ((y1 - y0) * (x1 - x0)).astype(jnp.float32) / float(h * w)
-  box = jnp.where(use_cut, jnp.stack([y0, y1, x0, x1]), 0)
-  return {"lam": jnp.where(use_cut, lam_cut, lam_mix).astype(jnp.float32), "cut": use_cut,
-          "box": box.astype(jnp.int32)}
-
-
 def augment(key, images, constants, f):
   """RandAugment + random erasing on the pipeline's normalised crops."""
   k_ra, k_er = jax.random.split(key)
@@ -134,10 +109,10 @@ def augment(key, images, constants, f):
   if f.get("randaug"):
     mean, std = constants["mean"], constants["std"]
     x01 = jnp.clip(x * std + mean, 0.0, 1.0)
-    x = (ft.rand_augment(k_ra, x01, magnitude=f.randaug[0], magnitude_std=f.randaug[1])
-         - mean) / std
+    x = (batch_augment.rand_augment(k_ra, x01, magnitude=f.randaug[0],
+                                    magnitude_std=f.randaug[1]) - mean) / std
   if f.get("random_erase"):
-    x = ft.random_erasing(k_er, x, f.random_erase)
+    x = batch_augment.random_erasing(k_er, x, f.random_erase)
   return x
 
 
@@ -160,9 +135,9 @@ def loss(params, state, constants, batch, rng, step, config):
   x = augment(k_aug, batch["image"], constants, f)
   labels = batch["label"].astype(jnp.int32)
   targets = decoder_probe.smoothed_targets(labels, model.num_classes, f.label_smoothing)
-  mix = sample_mix(k_mix, float(f.mixup), float(f.cutmix), x.shape[1:3],
+  mix = batch_augment.sample_mix(k_mix, float(f.mixup), float(f.cutmix), x.shape[1:3],
                    float(f.get("switch_prob", 0.5)))
-  x, targets = ft.mix_batch(x, targets, mix)
+  x, targets = batch_augment.mix_batch(x, targets, mix)
   logits, new_state = _apply(model, params, state, x, True, k_drop)
   logits = logits.astype(jnp.float32)
   l = optax.softmax_cross_entropy(logits, targets).mean()
