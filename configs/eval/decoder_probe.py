@@ -3,18 +3,22 @@
 One transformer block over the frozen patch tokens, global pooling, a linear
 classifier; ViTs and CNNs (Mobile-Former, ResNet) alike.
 
-1. In memory (default variant `cpu`; the results suite runs it): patch
-   features of 5k training images extracted once, the decoder trained on the
-   cached tokens, pre-trained vs random-init encoder.
+1. The protocol (default variant `cpu`; the results suite runs it), section
+   `eval.decoder_probe`, pre-trained vs random-init encoder. Each probe runs
+   as a job of the one trainer (ssl_jax/protocol_jobs.py) in a sub-workdir
+   of --workdir (decoder_probe_<weights fingerprint>/job): rerunning the same
+   command resumes. Result: the eval record in <workdir>/metrics.jsonl
+   (decoder_probe/top1, /top5, /final_loss).
      python -m ssl_jax.main --config configs/eval/decoder_probe.py \
          --config.encoder=/tmp/mae_tiny/export --workdir /tmp/eval_tran1
-   Expected: tran-1 top-1 of the encoder and of its random-init twin. On the
-   default job's export (1-epoch MAE ViT-Tiny) one run printed 69.75 vs 72.30;
-   on the 1-epoch QB-Heat Mobile-Former export 74.90 vs 68.95 (README).
+   Expected: tran-1 top-1 of the encoder and of its random-init twin.
+   Measured before the protocol became a job (features cached once): on the
+   default job's export (1-epoch MAE ViT-Tiny) 69.75 vs 72.30; on the 1-epoch
+   QB-Heat Mobile-Former export 74.90 vs 68.95 (README). As a job: README.
    Deviations (named): 32x32 Fashion-MNIST, 5k training images; a decoder of
    width 96 (3 heads) instead of 192; 10 epochs (1 warm-up) at batch 256 and
    base lr 2e-3 instead of 200 epochs (10 warm-up) at batch 4096 and 5e-4;
-   features computed once without augmentation (no RandAug / crops).
+   no augmentation (`augment=False`: no crops, flips, RandAug or erasing).
 
 2. As a job of the one trainer (method "decoder_probe",
    ssl_jax/methods/decoder_probe.py): the frozen encoder runs on every
