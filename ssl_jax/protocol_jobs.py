@@ -66,7 +66,8 @@ def _job_config(config, method: str, cfg, encoder_path: str, n_train: int, n_dev
   c = config_defaults.base_config()
   c.mode, c.method, c.encoder = "train", method, encoder_path
   c.seed = int(config.get("seed", 0))
-  for key in ("mesh", "sharding_rules", "fsdp_min_size", "compute_dtype"):
+  # float32 compute (base_config), as the protocols always ran, whatever the pre-training's.
+  for key in ("mesh", "sharding_rules", "fsdp_min_size"):
     if key in config:
       c[key] = config[key]
   if "data" in config:

@@ -14,15 +14,15 @@ Input, as Tab. 11 ("RandAug (9, 0.5)", random erase): RandomResizedCrop +
 flip per example in tf.data (`single_crop` view, `data.crop_scale`), then per
 batch on device RandAugment (`decoder_probe.randaug`) and random erasing
 (`decoder_probe.random_erase`): `methods/finetune.py: augment`, the ops of
-`evaluate/finetune.py`. The encoder runs on every augmented batch (nothing
+`ops/batch_augment.py`. The encoder runs on every augmented batch (nothing
 cached), so host memory does not depend on the dataset size.
 `predict` scores the eval split (`decoder_probe/top1`, `/top5`).
 
 Deviations, named: those of the tran-1 decoder (evaluate/decoder_probe.py:
 input projection, sin-cos position embedding, final LayerNorm, heads =
 width / 64 are not stated by 000) and of the augmentations
-(evaluate/finetune.py); the token grid is taken as square (as the in-memory
-probe does).
+(ops/batch_augment.py); the token grid is taken as square (a CNN's map of
+another aspect needs a square input).
 """
 import jax
 import jax.numpy as jnp

@@ -2,7 +2,7 @@
 
 The encoder starts from the export `config.encoder` and trains with a fresh
 head (`finetune.head`: "linear" on GAP / CLS, or 000's tran-1 decoder), the
-model of the in-memory protocol (`evaluate/finetune.py: Classifier`). The
+model of the protocol "finetune" (`evaluate/finetune.py: Classifier`). The
 recipe pieces are MAE's fine-tuning (MAE App. A.1 "End-to-end fine-tuning",
 Tab. 9; timm):
 - layer-wise lr decay (`optim.layer_decay`, BEiT / MAE `param_groups_lrd`),
