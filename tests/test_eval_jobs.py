@@ -293,7 +293,7 @@ def test_finetune_job_starts_from_a_tran1_probe_job(small_export, tmp_path):
   head, leaf for leaf (a fresh init would differ); a decoder of another
   width is refused by name."""
   probe_dir = str(tmp_path / "probe")
-  probe = _config("decoder_probe", "tiny", small_export, **{"decoder_probe.randaug": None})
+  probe = _config("decoder_probe", "tiny", small_export)
   train.train(probe, probe_dir, devices=jax.devices()[:1])
   from ssl_jax import checkpoint  # pylint: disable=g-import-not-at-top
   trained = checkpoint.read_params(probe_dir)["head"]
