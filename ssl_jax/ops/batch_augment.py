@@ -148,7 +148,8 @@ def rand_augment(key, images, num_ops: int = 2, magnitude: float = 9.0, magnitud
   return jax.vmap(one)(jax.random.split(key, images.shape[0]), images)
 
 
-def random_erasing(key, images, prob: float, area=(0.02, 1 / 3), log_ratio=(math.log(0.3), math.log(1 / 0.3))):
+def random_erasing(key, images, prob: float, area=(0.02, 1 / 3),
+                   log_ratio=(math.log(0.3), math.log(1 / 0.3))):
   """timm RandomErasing(mode="pixel") on normalised images: a box filled with
   N(0, 1) noise, one attempt clipped to the image."""
   b, h, w, _ = images.shape
