@@ -17,10 +17,9 @@ The job reads `config.data` (streamed, as every trainer job), limited to
 `eval.max_train_examples` / `eval.max_eval_examples`; the `data` arrays of the
 protocol call give only the size and the classes.
 
-Differences to the retired in-memory loops, named: the crops come from the
-dataset image in tf.data (`single_crop`: RandomResizedCrop + flip per example)
-instead of from the eval view on device; Mixup / CutMix draw with jax.random
-in the step; `decoder_probe` no longer reports `train_top1` (a second pass over
+Differences to the retired in-memory loops, named: Mixup / CutMix draw with
+jax.random in the step (the crops stay those of the loops: of the eval view,
+on device); `decoder_probe` no longer reports `train_top1` (a second pass over
 the training set), and `final_loss` / `finetune/train_loss` are the mean of the
 losses logged in the last epoch.
 """
@@ -90,13 +89,14 @@ def _job_config(config, method: str, cfg, encoder_path: str, n_train: int, n_dev
   return c
 
 
-def _crops(c, cfg, augment: bool):
-  """Per-example crops in tf.data, or none (the eval view) when not augmenting."""
-  if augment:
-    c.data.crop_scale, c.data.hflip = tuple(cfg.get("crop_scale", (0.08, 1.0))), cfg.get(
-        "hflip", True)
-  else:
-    c.data.crop_scale, c.data.crop_ratio, c.data.hflip = (1.0, 1.0), (1.0, 1.0), False
+def _crops(c, section: str, cfg, augment: bool):
+  """The eval view from tf.data (no crops there); when augmenting, the crops
+  + flips the protocols always took: of the batch, on device (`device_crop`,
+  ops/batch_augment.py: random_resized_crop), not tf.data's torchvision-style
+  crops (retries, then a centre crop; bicubic): the protocols keep their recipe."""
+  c.data.crop_scale, c.data.crop_ratio, c.data.hflip = (1.0, 1.0), (1.0, 1.0), False
+  c[section].device_crop = tuple(cfg.get("crop_scale", (0.08, 1.0))) if augment else None
+  c[section].device_hflip = bool(cfg.get("hflip", True))
 
 
 def decoder_probe_config(config, cfg, encoder_path: str, num_classes: int, n_train: int,
@@ -111,7 +111,7 @@ def decoder_probe_config(config, cfg, encoder_path: str, num_classes: int, n_tra
       label_smoothing=float(cfg.label_smoothing),
       randaug=tuple(cfg.randaug) if augment and cfg.get("randaug") else None,
       random_erase=float(cfg.get("random_erase", 0.0)) if augment else 0.0)
-  _crops(c, cfg, augment)
+  _crops(c, "decoder_probe", cfg, augment)
   return c
 
 
@@ -128,7 +128,7 @@ def finetune_config(config, cfg, encoder_path: str, num_classes: int, n_train: i
       tran1=dict(cfg.tran1) if cfg.get("tran1") else dict(width=192, dropout=0.1),
       init_head=init_head)
   c.optim.layer_decay = float(cfg.get("layer_decay", 1.0))
-  _crops(c, cfg, True)
+  _crops(c, "finetune", cfg, True)
   return c
 
 

@@ -103,9 +103,15 @@ def init(rng, batch, config):
 
 
 def augment(key, images, constants, f):
-  """RandAugment + random erasing on the pipeline's normalised crops."""
+  """RandAugment + random erasing on the pipeline's normalised crops; first,
+  with `device_crop` = (min, max) area (the protocols' CPU recipes,
+  `protocol_jobs.py`), a RandomResizedCrop (+ flip: `device_hflip`) of the
+  batch itself, which is then the eval view (no crops in tf.data)."""
   k_ra, k_er = jax.random.split(key)
   x = images
+  if f.get("device_crop"):
+    x = batch_augment.random_resized_crop(jax.random.fold_in(key, 1), x, tuple(f.device_crop),
+                                          hflip=bool(f.get("device_hflip", True)))
   if f.get("randaug"):
     mean, std = constants["mean"], constants["std"]
     x01 = jnp.clip(x * std + mean, 0.0, 1.0)

@@ -1,5 +1,6 @@
 """Batched image augmentations in jnp (one jitted step holds them all): timm's
-RandAugment "rand-m{M}-mstd{S}-inc1", random erasing, Mixup / CutMix.
+RandAugment "rand-m{M}-mstd{S}-inc1", random erasing, Mixup / CutMix, and a
+RandomResizedCrop + flip of the batch itself (the CPU protocols' crops).
 
 Used per batch on device by the fine-tuning and tran-1 probe jobs
 (`methods/finetune.py`, `methods/decoder_probe.py`; 002 Tab. S1, 000 Tab.
@@ -10,12 +11,38 @@ Deviations from timm, named: Equalize / AutoContrast quantise to 256 levels
 like PIL but run per channel on float images; shears are about the image
 centre (PIL: the top-left corner, i.e. an extra shift); random erasing makes
 one attempt (clipped) instead of up to ten; Mixup / CutMix draw lambda and the
-box with jax.random inside the step (timm: numpy on the host).
+box with jax.random inside the step (timm: numpy on the host);
+`random_resized_crop` clips an oversized crop to the image (torchvision
+retries, then falls back to a centre crop) and resamples bilinearly.
 """
 import math
 
 import jax
 import jax.numpy as jnp
+
+def random_resized_crop(key, images, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), hflip=True):
+  """Per-image crop (area fraction ~ U(scale), log-uniform aspect, clipped to
+  the image) resized back to the input size, then a random horizontal flip."""
+  b, h, w, c = images.shape
+  ka, kr, kt, kl, kf = jax.random.split(key, 5)
+  area = jax.random.uniform(ka, (b,), minval=scale[0], maxval=scale[1])
+  logr = jax.random.uniform(kr, (b,), minval=math.log(ratio[0]), maxval=math.log(ratio[1]))
+  ch = jnp.clip(jnp.sqrt(area / jnp.exp(logr)) * h, 1.0, h)
+  cw = jnp.clip(jnp.sqrt(area * jnp.exp(logr)) * w, 1.0, w)
+  top = jax.random.uniform(kt, (b,)) * (h - ch)
+  left = jax.random.uniform(kl, (b,)) * (w - cw)
+
+  def one(img, t, l, hh, ww):
+    s = jnp.stack([h / hh, w / ww])
+    return jax.image.scale_and_translate(img, (h, w, c), (0, 1), s, -jnp.stack([t, l]) * s,
+                                         "linear", antialias=True)
+  out = jax.vmap(one)(images, top, left, ch, cw)
+  if hflip:
+    flip = jax.random.bernoulli(kf, 0.5, (b, 1, 1, 1))
+    out = jnp.where(flip, out[:, :, ::-1], out)
+  return out
+
+
 
 def _gray(x):
   return (x @ jnp.asarray([0.299, 0.587, 0.114], x.dtype))[..., None]
