@@ -14,7 +14,9 @@ classifier; ViTs and CNNs (Mobile-Former, ResNet) alike.
    Expected: tran-1 top-1 of the encoder and of its random-init twin.
    Measured before the protocol became a job (features cached once): on the
    default job's export (1-epoch MAE ViT-Tiny) 69.75 vs 72.30; on the 1-epoch
-   QB-Heat Mobile-Former export 74.90 vs 68.95 (README). As a job: README.
+   QB-Heat Mobile-Former export 74.90 vs 68.95 (README). As a job, on the
+   results suite's QB-Heat MF-tiny exports 0/1/2: 74.25 / 74.75 / 73.85 (loop:
+   74.80 / 74.75 / 74.75), 335 s wall per run (loop: 219 s).
    Deviations (named): 32x32 Fashion-MNIST, 5k training images; a decoder of
    width 96 (3 heads) instead of 192; 10 epochs (1 warm-up) at batch 256 and
    base lr 2e-3 instead of 200 epochs (10 warm-up) at batch 4096 and 5e-4;

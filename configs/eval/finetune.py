@@ -17,7 +17,9 @@ random-init twin. Measured before the protocol became a job (in-memory
 loop, on-device crops of the eval view): 62.10 vs 42.60 on the default job's
 export (1-epoch MAE ViT-Tiny), 8 min 16 s on 2 cores (160 steps each: far
 from converged); the results suite's MAE ViT-S4 exports 55.35 / 58.60 /
-63.40 (seeds 0-2). As a job: see README (results suite cells).
+63.40 (seeds 0-2). As a job (README): 53.75 / 53.60 / 53.80 (eval seed =
+export seed), 56.60 and 59.50 at other eval seeds of exports 0 and 2 (loop:
+54.50, 61.15); 160 s wall per run on the shared 2-core CPU.
 
 Deviations of the CPU variant (named): 32x32 Fashion-MNIST, 5k training
 images, 2 epochs (0.2 warm-up) at batch 64 and base lr 5e-3 instead of 300
