@@ -122,3 +122,26 @@ class Checkpointer:
     else:
       self._closed = True
       self.manager.close()
+
+
+def read_params(workdir: str):
+  """`params` of the latest committed checkpoint in `<workdir>/checkpoints`,
+  as numpy arrays on the host (no shardings, no target tree needed): e.g. a
+  tran-1 probe job's head that a fine-tuning job starts from (000 App. B.1).
+  Callable while a jitted init is being traced."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  ckpt_dir = os.path.join(os.path.abspath(workdir), "checkpoints")
+  # Orbax writes a step to "<step>.orbax-checkpoint-tmp-*" and renames it on commit.
+  steps = [int(s) for s in (os.listdir(ckpt_dir) if os.path.isdir(ckpt_dir) else ())
+           if s.isdigit()]
+  if not steps:
+    raise FileNotFoundError(f"no committed checkpoint in {ckpt_dir} (a trainer workdir "
+                            "whose job saved at least once)")
+  path = os.path.join(ckpt_dir, str(max(steps)), "state")
+  reader = ocp.PyTreeCheckpointer()
+  tree = reader.metadata(path).item_metadata
+  tree = dict(getattr(tree, "tree", tree))
+  args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+  with jax.ensure_compile_time_eval():     # eager, even inside a traced init
+    return reader.restore(path, args=ocp.args.PyTreeRestore(restore_args=args))["params"]

@@ -2,6 +2,7 @@
 recipe pieces, and each protocol learning a learnable synthetic task with a
 frozen (or fine-tuned) random-init tiny ViT."""
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -11,6 +12,7 @@ import pytest
 
 from ssl_jax import export, models, sharding
 from ssl_jax.evaluate import EvalData, decoder_probe, dense_probe, finetune, segmentation_data
+from ssl_jax.ops import batch_augment
 from tests.conftest import config_module
 
 CFG = dict(name="vit", variant="Ti", width=32, depth=2, num_heads=4, patch_size=4)
@@ -88,23 +90,6 @@ def test_segmentation_sources_name_valid_choices():
 # --- tran-1 decoder probe ------------------------------------------------------------
 
 
-def test_tran1_probe_with_augmentation_featurizes_inside_the_step():
-  """Tab. 11 probes with augmentation: tokens come from the frozen encoder in
-  the step (no cached features); the encoder's weights stay untouched."""
-  x, y = _squares(32, 4)
-  cfg = ml_collections.ConfigDict(decoder_probe.tab11("mf285m"))
-  cfg.update(width=16, epochs=2, warmup_epochs=1, batch_size=16, randaug=None,
-             crop_scale=(0.5, 1.0), random_erase=0.25)
-  enc = _encoder()
-  before = jax.tree.map(np.array, enc.variables)
-  augment = finetune.make_augment(cfg, (0.0,) * 3, (1.0,) * 3)
-  decoder, params, loss = decoder_probe.train_probe(x, y, 4, cfg, enc, augment,
-                                                    _one_device_mesh())
-  assert np.isfinite(loss) and params["head"]["kernel"].shape == (16, 4)
-  jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.array, enc.variables))
-  assert isinstance(decoder, decoder_probe.Tran1Decoder)
-
-
 def test_tran1_decoder_reads_any_patch_tokens():
   dec = decoder_probe.Tran1Decoder(num_classes=5, width=16, posemb="sincos2d")
   tokens = jnp.ones((2, 12, 7))                      # e.g. a CNN's 3x4 map, 7 channels
@@ -133,26 +118,26 @@ def test_layer_decay_follows_block_index():
 def test_mixup_and_cutmix_mix_targets_like_images():
   x = jnp.stack([jnp.zeros((8, 8, 1)), jnp.ones((8, 8, 1))])
   t = jax.nn.one_hot(jnp.array([0, 1]), 2)
-  rng = np.random.default_rng(0)
-  mix = jax.jit(finetune.mix_batch)
+  mix = jax.jit(batch_augment.mix_batch)
+  keys = iter(jax.random.split(jax.random.PRNGKey(0), 8))
   for mixup, cutmix in ((0.0, 1.0), (0.2, 0.0)):
-    params = finetune.sample_mix(rng, mixup, cutmix, (8, 8))
-    assert bool(params["cut"]) == (cutmix > 0) and 0.0 <= params["lam"] <= 1.0
+    params = batch_augment.sample_mix(next(keys), mixup, cutmix, (8, 8))
+    assert bool(params["cut"]) == (cutmix > 0) and 0.0 <= float(params["lam"]) <= 1.0
     mx, mt = mix(x, t, params)
     # Image 0 took 1 - lam of image 1's pixels (a box, or a blend): so does its target.
     np.testing.assert_allclose(mt[0, 1], float(mx[0].mean()), rtol=1e-5)
     np.testing.assert_allclose(mt.sum(-1), 1.0, rtol=1e-6)
-  y0, y1, x0, x1 = finetune.sample_mix(rng, 0.0, 1.0, (8, 8))["box"]
+  y0, y1, x0, x1 = np.asarray(batch_augment.sample_mix(next(keys), 0.0, 1.0, (8, 8))["box"])
   assert 0 <= y0 <= y1 <= 8 and 0 <= x0 <= x1 <= 8
-  assert finetune.sample_mix(rng, 0.0, 0.0, (8, 8))["lam"] == 1.0      # off: no mixing
+  assert float(batch_augment.sample_mix(next(keys), 0.0, 0.0, (8, 8))["lam"]) == 1.0  # off
   sm = decoder_probe.smoothed_targets(jnp.array([2]), 4, 0.1)
   np.testing.assert_allclose(sm, [[0.025, 0.025, 0.925, 0.025]], rtol=1e-6)
 
 
 def test_randaugment_ops_keep_range_and_identities():
   x = jnp.asarray(np.random.default_rng(0).uniform(0, 1, (12, 12, 3)), jnp.float32)
-  ops = jnp.arange(len(finetune.OP_NAMES))
-  apply = jax.jit(jax.vmap(finetune.apply_op, in_axes=(None, 0, None, None)))
+  ops = jnp.arange(len(batch_augment.OP_NAMES))
+  apply = jax.jit(jax.vmap(batch_augment.apply_op, in_axes=(None, 0, None, None)))
   outs = apply(x, ops, 9.0, -1.0)
   assert outs.shape == (15, 12, 12, 3)
   assert float(outs.min()) >= 0.0 and float(outs.max()) <= 1.0
@@ -160,47 +145,51 @@ def test_randaugment_ops_keep_range_and_identities():
   assert len({float(jnp.abs(o - x).sum()) for o in outs}) == 15          # all ops differ
   level0 = apply(x, ops, 0.0, 1.0)
   for i in range(6, 15):                   # enhance factor 1, zero angle / shear / shift
-    np.testing.assert_allclose(level0[i], x, atol=1e-5, err_msg=finetune.OP_NAMES[i])
+    np.testing.assert_allclose(level0[i], x, atol=1e-5, err_msg=batch_augment.OP_NAMES[i])
   shifted = apply(x, ops, 10.0 / 0.45 / 12.0, 1.0)[13]                 # TranslateX by 1 px
   np.testing.assert_allclose(shifted[:, :-1], x[:, 1:], atol=1e-5)
   np.testing.assert_allclose(shifted[:, -1], 0.5, atol=1e-6)             # grey fill
-  batch = jax.jit(finetune.rand_augment)(jax.random.PRNGKey(0), jnp.stack([x] * 4))
+  batch = jax.jit(batch_augment.rand_augment)(jax.random.PRNGKey(0), jnp.stack([x] * 4))
   assert batch.shape == (4, 12, 12, 3) and not np.allclose(batch[0], batch[1])
 
 
-def test_finetune_improves_on_the_tran1_probe_it_starts_from():
-  """000's pipeline: a tran-1 probe on frozen tokens (one block must fuse
-  positions: the label is the square's quadrant), then encoder + decoder
-  fine-tuned from it (Tab. 12) with drop-path, Mixup, random erasing, crops
-  and layer-wise lr decay. The probe is stopped early (2 epochs, about chance)
-  so that the fine-tune has room to improve, and must: +20 points. The old
-  check (probe > 70, fine-tune > 60) passed while a 30-epoch probe at 95.8
-  fell to 82.3 after 3 fine-tuning epochs (the start itself equals the probe:
-  0 epochs give 95.8). Break tried: the fine-tune's optimizer scaled to
-  zero (`optax.scale(0.0)` after AdamW: nothing learns) fails."""
-  xtr, ytr = _squares(384, 0)
-  xte, yte = _squares(96, 1)
-  data = EvalData(xtr, ytr, xte, yte, 4)
-  data.mean, data.std = (0.0,) * 3, (1.0,) * 3
+def test_finetune_protocol_runs_as_jobs_from_the_tran1_probe(tmp_path):
+  """000's pipeline through the protocol "finetune" (`init_head="probe"`):
+  a tran-1 probe job on the frozen encoder, then encoder + decoder
+  fine-tuned from its head (Tab. 12) with drop path, Mixup, random erasing,
+  crops and layer-wise lr decay, both as trainer jobs in sub-workdirs of
+  `eval.output_dir` (2k embedded Fashion-MNIST images at 16 px). The probe
+  is stopped early (1 epoch) so the fine-tune has room to improve, and
+  must; a rerun of the same protocol call resumes the finished jobs (no
+  new training step) and gives the same numbers."""
+  c = _config(finetune=None)
+  c.data = dict(name="fashion_mnist", train_split="train", eval_split="test", image_size=16)
+  c.eval.update(max_train_examples=2048, max_eval_examples=500, output_dir=str(tmp_path))
   probe_cfg = decoder_probe.tab11("mf285m")
-  probe_cfg.update(width=32, augment=False, epochs=2, warmup_epochs=1, batch_size=64,
+  probe_cfg.update(width=32, augment=False, epochs=1, warmup_epochs=0, batch_size=64,
                    base_lr=2e-2, dropout=0.0)
   ft = finetune.tab12("mf285m")
-  ft.update(tran1=probe_cfg, epochs=4, warmup_epochs=1, batch_size=64, base_lr=5e-3,
+  ft.update(tran1=probe_cfg, epochs=3, warmup_epochs=0.5, batch_size=64, base_lr=5e-3,
             drop_path=0.1, mixup=0.2, cutmix=0.0, randaug=None, random_erase=0.25,
             crop_scale=(0.8, 1.0), hflip=False, layer_decay=0.75)
-  c = _config(finetune=ft)
+  c.eval.finetune = ft
+  # The jobs stream `c.data`; of the protocol's `data` they read the size and classes.
+  data = types.SimpleNamespace(train_labels=np.zeros(2048, np.int32), num_classes=10)
   res = finetune.run(c, _encoder(), data, _one_device_mesh())
-  assert res["top1"] > res["probe_top1"] + 20.0 and res["top1"] > 55.0, res   # chance 25
+  # Measured: probe 29.2, fine-tuned 51.4.
+  assert res["top1"] > res["probe_top1"] + 10.0 and res["top1"] > 40.0, res   # chance 10
   assert np.isfinite(res["train_loss"])
+  again = finetune.run(c, _encoder(), data, _one_device_mesh())
+  assert again == res, (again, res)
   c.eval.finetune.head = "mlp"
   with pytest.raises(ValueError, match="Valid choices"):
     finetune.run(c, _encoder(), data, _one_device_mesh())
 
 
 @pytest.mark.parametrize("name,variants", [
-    ("decoder_probe", ("cpu", "in1k_mf285m", "in1k_mf1g", "in1k_mf3.7g")),
-    ("finetune", ("cpu", "vit_tiny_in1k", "in1k_mf285m", "in1k_mf1g", "in1k_mf3.7g")),
+    # Their ImageNet variants are trainer jobs: tests/test_eval_jobs.py.
+    ("decoder_probe", ("cpu",)),
+    ("finetune", ("cpu",)),
     ("dense_probe", ("cpu", "tab6")),
     ("analyze", ("cpu", "in1k"))])
 def test_eval_configs_build(name, variants):
@@ -208,8 +197,5 @@ def test_eval_configs_build(name, variants):
   for v in variants:
     c = mod.get_config(v)
     assert c.mode == "eval" and tuple(c.eval.protocols) == (name,) and name in c.eval
-  if name == "finetune":                                     # 002 Tab. S1 values
-    ft = mod.get_config("vit_tiny_in1k").eval.finetune
-    assert (ft.base_lr, ft.mixup, tuple(ft.randaug), ft.label_smoothing) == (1e-3, 0.2, (10, 0.5), 0.0)
   with pytest.raises(ValueError, match="Valid"):
     mod.get_config("nope")

@@ -111,7 +111,8 @@ def _tfds_source(name, split, data_cfg, process_index, process_count):
   _check_prepared(name, builder, data_cfg)
   dl_config = tfds.download.DownloadConfig(manual_dir=data_cfg.get("manual_dir"))
   builder.download_and_prepare(download_config=dl_config)
-  if split not in builder.info.splits:
+  # tfds split expressions ("train+validation", "train[:90%]") name known splits.
+  if any(part.split("[")[0].strip() not in builder.info.splits for part in split.split("+")):
     raise ValueError(f"Dataset {name!r} has no split {split!r}. "
                      f"Valid splits: {', '.join(builder.info.splits)}.")
   shard = tfds.even_splits(split, n=process_count, drop_remainder=True)[process_index]

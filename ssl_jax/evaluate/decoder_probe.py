@@ -15,8 +15,10 @@ Not stated by 000, chosen here and named: the input projection to the decoder
 width, fixed 2D sin-cos position embeddings added before the block (without
 them the block would be blind to layout), heads = width / 64, a LayerNorm
 before pooling, dropout before the classifier, AdamW betas (0.9, 0.999).
-With `augment=False` (the CPU default) features are computed once without
-augmentation and cached, which makes probing cheap but drops RandAug.
+The probe trains as a job of the one trainer (method "decoder_probe",
+`methods/decoder_probe.py`; the protocol: `ssl_jax/protocol_jobs.py`). With
+`augment=False` (the CPU default) the job sees the eval view of each image
+(no crops, flips, RandAug or erasing).
 """
 import os
 from typing import Any, Dict
@@ -26,13 +28,9 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
-from ssl_jax import optim
-from ssl_jax import sharding
 from ssl_jax.models import layers
 from ssl_jax.ops import posemb as posemb_lib
-from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
 
@@ -101,76 +99,6 @@ def smoothed_targets(labels, num_classes: int, smoothing: float):
   return jax.nn.one_hot(labels, num_classes) * (1.0 - smoothing) + off
 
 
-def train_probe(train_inputs, train_labels, num_classes: int, cfg, encoder=None,
-                augment_fn=None, mesh=None, seed: int = 0):
-  """Trains a Tran1Decoder; returns (decoder, params, mean loss of the last epoch).
-
-  train_inputs: cached patch features [N, L, C] (encoder None), or
-  normalised images that the frozen `encoder` turns into the patch tokens of
-  `cfg.block` after `augment_fn(rng, images)`, inside the jitted step.
-  """
-  decoder = decoder_from_config(cfg, num_classes)
-  n = len(train_inputs)
-  mesh = mesh or sharding.make_mesh([("data", -1)])
-  n_dev = mesh.devices.size
-  batch = max(n_dev, (min(int(cfg.batch_size), n) // n_dev) * n_dev)
-  steps_per_epoch = max(1, n // batch)
-  total = int(cfg.epochs) * steps_per_epoch
-  warmup = min(int(cfg.warmup_epochs * steps_per_epoch), total - 1)
-  peak = cfg.base_lr * batch / 256.0
-  schedule = optax.warmup_cosine_decay_schedule(0.0, peak, warmup, max(total, warmup + 1),
-                                                cfg.get("min_lr", 0.0))
-  tx = optax.adamw(schedule, b1=0.9, b2=0.999, weight_decay=cfg.weight_decay,
-                   mask=optim.decay_mask)
-  if encoder is None:
-    featurize, enc_vars = (lambda v, x: x), {}
-  else:
-    from ssl_jax.evaluate import features as features_lib  # pylint: disable=g-import-not-at-top
-    featurize = features_lib.apply_fn(encoder, "patch", cfg.get("block", -1))
-    enc_vars = encoder.variables
-
-  rng = jax.random.PRNGKey(seed)
-  params = jax.jit(lambda r, v, x: decoder.init({"params": r}, featurize(v, x))["params"])(
-      rng, enc_vars, jnp.asarray(train_inputs[:1]))
-  rep = sharding.replicated(mesh)          # committed inputs: the step compiles once
-  params, enc_vars = jax.device_put(params, rep), jax.device_put(enc_vars, rep)
-  opt_state = jax.device_put(tx.init(params), rep)
-
-  @jax.jit
-  def step(params, opt_state, enc_vars, x, y, key):
-    k_aug, k_drop = jax.random.split(key)
-    if augment_fn is not None:
-      x = augment_fn(k_aug, x)
-    feats = jax.lax.stop_gradient(featurize(enc_vars, x))
-    targets = smoothed_targets(y, num_classes, cfg.label_smoothing)
-
-    def loss_fn(p):
-      logits = decoder.apply({"params": p}, feats, train=True, rngs={"dropout": k_drop})
-      return optax.softmax_cross_entropy(logits, targets).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, loss
-
-  in_sh = sharding.batch_sharding(mesh)
-  host_rng = np.random.default_rng(seed)
-  labels = np.asarray(train_labels)
-  losses = []
-  progress = Progress(f"decoder probe ({int(cfg.epochs)} epochs)",
-                      int(cfg.epochs) * steps_per_epoch * batch)
-  for ep in range(int(cfg.epochs)):
-    perm = host_rng.permutation(n)
-    losses = []
-    for s in range(steps_per_epoch):
-      idx = np.sort(perm[s * batch:(s + 1) * batch])
-      x = jax.device_put(np.asarray(train_inputs[idx]), in_sh)
-      y = jax.device_put(labels[idx], in_sh)
-      key = jax.random.fold_in(rng, ep * steps_per_epoch + s)
-      params, opt_state, loss = step(params, opt_state, enc_vars, x, y, key)
-      losses.append(loss)
-      progress.update(batch)
-  return decoder, params, float(np.mean(jax.device_get(losses))) if losses else float("nan")
-
-
 def predict_in_batches(fn, x: np.ndarray, batch_size: int, put=jnp.asarray) -> np.ndarray:
   """fn over fixed-size chunks of x (the last one zero-padded), so `fn`
   compiles once whatever len(x) is."""
@@ -186,34 +114,6 @@ def predict_in_batches(fn, x: np.ndarray, batch_size: int, put=jnp.asarray) -> n
   return np.concatenate(outs)
 
 
-def accuracy(decoder, params, feats, labels, batch_size: int = 256) -> float:
-  """Top-1 (percent) of the decoder on cached patch features."""
-  fn = jax.jit(lambda p, x: jnp.argmax(decoder.apply({"params": p}, x, train=False), -1))
-  pred = predict_in_batches(lambda x: fn(params, x), feats, batch_size)
-  return 100.0 * float(np.mean(pred == np.asarray(labels)))
-
-
-def probe(config, encoder, data, mesh, cfg=None) -> Dict[str, Any]:
-  """Trains and scores the tran-1 probe. Returns metrics plus "decoder",
-  "params" for initialising a fine-tuning head."""
-  cfg = cfg or config.eval.decoder_probe
-  block = cfg.get("block", -1)
-  ftr, fte = data.features(encoder, "patch", block, mesh, config.eval.batch_size)
-  if cfg.augment:
-    from ssl_jax.evaluate import finetune  # pylint: disable=g-import-not-at-top
-    from ssl_jax.evaluate import segmentation_data  # pylint: disable=g-import-not-at-top
-    mean, std = segmentation_data.pixel_stats(config, data)
-    augment_fn = finetune.make_augment(cfg, mean, std)
-    decoder, params, loss = train_probe(data.train_images, data.train_labels, data.num_classes,
-                                        cfg, encoder, augment_fn, mesh, config.seed)
-  else:
-    decoder, params, loss = train_probe(ftr, data.train_labels, data.num_classes, cfg,
-                                        mesh=mesh, seed=config.seed)
-  return {"top1": accuracy(decoder, params, fte, data.test_labels),
-          "train_top1": accuracy(decoder, params, ftr, data.train_labels),
-          "final_loss": loss, "decoder": decoder, "params": params}
-
-
 def save_params(params, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, "wb") as f:
@@ -227,6 +127,8 @@ def load_params(path: str):
 
 
 def run(config, encoder, data, mesh) -> Dict[str, float]:
-  """Protocol "decoder_probe": {"top1", "train_top1", "final_loss"}."""
-  res = probe(config, encoder, data, mesh)
-  return {k: v for k, v in res.items() if k in ("top1", "train_top1", "final_loss")}
+  """Protocol "decoder_probe" as a trainer job (`protocol_jobs.run_decoder_probe`,
+  method "decoder_probe"): {"top1", "top5", "final_loss"}."""
+  # Imported here: the trainer imports ssl_jax.evaluate.
+  from ssl_jax import protocol_jobs  # pylint: disable=g-import-not-at-top
+  return protocol_jobs.run_decoder_probe(config, encoder, data, mesh)

@@ -9,7 +9,7 @@ METHODS = Registry("method")
 _MODULES = ("mae", "dmae", "cr2pq", "qbheat", "mocov2", "supervised", "dino", "ibot", "dinov2",
             "posfield", "simmim", "maskfeat", "beit", "semanticmim",
             # Evaluation jobs: objectives over an exported encoder (configs/eval/).
-            "linear_probe", "finetune")
+            "linear_probe", "finetune", "decoder_probe")
 
 
 def get(name: str):

@@ -2,7 +2,7 @@
 
 The encoder starts from the export `config.encoder` and trains with a fresh
 head (`finetune.head`: "linear" on GAP / CLS, or 000's tran-1 decoder), the
-model of the in-memory protocol (`evaluate/finetune.py: Classifier`). The
+model of the protocol "finetune" (`evaluate/finetune.py: Classifier`). The
 recipe pieces are MAE's fine-tuning (MAE App. A.1 "End-to-end fine-tuning",
 Tab. 9; timm):
 - layer-wise lr decay (`optim.layer_decay`, BEiT / MAE `param_groups_lrd`),
@@ -17,16 +17,20 @@ Tab. 9; timm):
 The fine-tuned encoder is exported like a pre-training run's (`<workdir>/export`),
 the eval split is scored by `predict` (top-1 / top-5).
 
-Deviations, named: those of the augmentations in `evaluate/finetune.py`
-(RandAugment ops on float images, one random-erasing attempt); Mixup /
-CutMix draw their lambda and box with jax.random inside the step (timm: numpy
-on the host), which keeps the loss a pure function of (params, batch, rng).
+Deviations, named: those of the augmentations in `ops/batch_augment.py`
+(RandAugment ops on float images, one random-erasing attempt; Mixup /
+CutMix draw their lambda and box with jax.random inside the step, timm: numpy
+on the host, which keeps the loss a pure function of (params, batch, rng)).
 """
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ssl_jax import checkpoint as ckpt_lib
+from ssl_jax import config_check
 from ssl_jax import models
 from ssl_jax.evaluate import decoder_probe
 from ssl_jax.evaluate import finetune as ft
@@ -34,6 +38,7 @@ from ssl_jax.evaluate import segmentation_data
 from ssl_jax.methods import METHODS
 from ssl_jax.methods.base import EncoderSpec, Method, MethodVars, fixed_view, scalar_metrics
 from ssl_jax.methods.linear_probe import frozen_encoder
+from ssl_jax.ops import batch_augment
 from ssl_jax.registry import check_choice
 
 
@@ -59,10 +64,36 @@ def classifier(config) -> ft.Classifier:
   return ft.Classifier(enc, n, f.head, f.pool, decoder)
 
 
+def start_head(config, fresh):
+  """`finetune.init_head` (000 App. B.1: "The decoder weights are initialized
+  from tran-1 probing"): a decoder_probe job's workdir (the head of its latest
+  checkpoint) or a file of `evaluate/decoder_probe.save_params`; else `fresh`."""
+  path = config.finetune.get("init_head")
+  if not path:
+    return fresh
+  if config.finetune.head != "tran1":
+    raise config_check.ConfigError("finetune.init_head needs finetune.head='tran1'.")
+  if os.path.isfile(path):
+    head = decoder_probe.load_params(path)
+  else:
+    head = ckpt_lib.read_params(path)
+    if "head" not in head:
+      raise config_check.ConfigError(f"finetune.init_head={path!r}: its checkpoint holds "
+                                     f"params {sorted(head)}, not a decoder_probe job's 'head'.")
+    head = head["head"]
+  want = jax.tree.map(lambda x: tuple(x.shape), fresh)
+  got = jax.tree.map(lambda x: tuple(np.shape(x)), head)
+  if want != got:
+    raise config_check.ConfigError(
+        f"finetune.init_head={path!r} does not fit finetune.tran1 (width, heads, classes): "
+        f"its head has shapes {got}, this job's decoder {want}.")
+  return jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), head)
+
+
 def init(rng, batch, config):
   model = classifier(config)
   enc_vars = dict(frozen_encoder(config).variables)
-  head = ft.init_head(model, enc_vars, batch["image"][:1], rng)
+  head = start_head(config, ft.init_head(model, enc_vars, batch["image"][:1], rng))
   params = {"encoder": enc_vars.pop("params"), "head": head}
   state = {k: {"encoder": v} for k, v in enc_vars.items()}        # BatchNorm statistics
   # Pixel statistics the pipeline normalised with: RandAugment acts on [0, 1].
@@ -71,43 +102,23 @@ def init(rng, batch, config):
   return MethodVars(params=params, state=state, constants=constants)
 
 
-def sample_mix(key, mixup_alpha: float, cutmix_alpha: float, size, switch_prob: float = 0.5):
-  """timm `Mixup._params_per_batch` + `cutmix_bbox_and_lam` in jnp: one lambda
-  per batch; CutMix (chosen with `switch_prob` when both are on) cuts a box of
-  area 1 - lambda around a uniform centre, clipped to the image, lambda
-  corrected to the clipped area; lam = 1 (no mixing) when both are off.
-  The dict `evaluate/finetune.py: mix_batch` takes."""
-  h, w = size
-  k_sw, k_mix, k_cut, k_y, k_x = jax.random.split(key, 5)
-  if cutmix_alpha > 0 and mixup_alpha > 0:
-    use_cut = jax.random.uniform(k_sw) < switch_prob
-  else:
-    use_cut = jnp.asarray(cutmix_alpha > 0)
-  lam_mix = (jax.random.beta(k_mix, mixup_alpha, mixup_alpha) if mixup_alpha > 0
-             else jnp.ones(()))
-  cut = (jnp.sqrt(1.0 - jax.random.beta(k_cut, cutmix_alpha, cutmix_alpha))
-         if cutmix_alpha > 0 else jnp.zeros(()))
-  ch, cw = jnp.floor(h * cut).astype(jnp.int32), jnp.floor(w * cut).astype(jnp.int32)
-  cy, cx = jax.random.randint(k_y, (), 0, h), jax.random.randint(k_x, (), 0, w)
-  y0, y1 = jnp.clip(cy - ch // 2, 0, h), jnp.clip(cy + ch // 2, 0, h)
-  x0, x1 = jnp.clip(cx - cw // 2, 0, w), jnp.clip(cx + cw // 2, 0, w)
-  lam_cut = 1.0 - ((y1 - y0) * (x1 - x0)).astype(jnp.float32) / float(h * w)
-  box = jnp.where(use_cut, jnp.stack([y0, y1, x0, x1]), 0)
-  return {"lam": jnp.where(use_cut, lam_cut, lam_mix).astype(jnp.float32), "cut": use_cut,
-          "box": box.astype(jnp.int32)}
-
-
 def augment(key, images, constants, f):
-  """RandAugment + random erasing on the pipeline's normalised crops."""
+  """RandAugment + random erasing on the pipeline's normalised crops; first,
+  with `device_crop` = (min, max) area (the protocols' CPU recipes,
+  `protocol_jobs.py`), a RandomResizedCrop (+ flip: `device_hflip`) of the
+  batch itself, which is then the eval view (no crops in tf.data)."""
   k_ra, k_er = jax.random.split(key)
   x = images
+  if f.get("device_crop"):
+    x = batch_augment.random_resized_crop(jax.random.fold_in(key, 1), x, tuple(f.device_crop),
+                                          hflip=bool(f.get("device_hflip", True)))
   if f.get("randaug"):
     mean, std = constants["mean"], constants["std"]
     x01 = jnp.clip(x * std + mean, 0.0, 1.0)
-    x = (ft.rand_augment(k_ra, x01, magnitude=f.randaug[0], magnitude_std=f.randaug[1])
-         - mean) / std
+    x = (batch_augment.rand_augment(k_ra, x01, magnitude=f.randaug[0],
+                                    magnitude_std=f.randaug[1]) - mean) / std
   if f.get("random_erase"):
-    x = ft.random_erasing(k_er, x, f.random_erase)
+    x = batch_augment.random_erasing(k_er, x, f.random_erase)
   return x
 
 
@@ -130,9 +141,9 @@ def loss(params, state, constants, batch, rng, step, config):
   x = augment(k_aug, batch["image"], constants, f)
   labels = batch["label"].astype(jnp.int32)
   targets = decoder_probe.smoothed_targets(labels, model.num_classes, f.label_smoothing)
-  mix = sample_mix(k_mix, float(f.mixup), float(f.cutmix), x.shape[1:3],
+  mix = batch_augment.sample_mix(k_mix, float(f.mixup), float(f.cutmix), x.shape[1:3],
                    float(f.get("switch_prob", 0.5)))
-  x, targets = ft.mix_batch(x, targets, mix)
+  x, targets = batch_augment.mix_batch(x, targets, mix)
   logits, new_state = _apply(model, params, state, x, True, k_drop)
   logits = logits.astype(jnp.float32)
   l = optax.softmax_cross_entropy(logits, targets).mean()
