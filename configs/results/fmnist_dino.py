@@ -128,6 +128,9 @@ SUITE = dict(
         "dense": ("canvas", "dense_probe/miou", "canvas dense mIoU"),
     },
     chart_columns=("knn", "linear", "box_ap50", "dense"),
+    # Collapse monitors (DINO Sec. 5.3): per-sample teacher entropy near ln K
+    # = 6.93 with KL(teacher || student) near 0 is the uniform collapse.
+    curve_keys=("teacher_entropy", "kl_teacher_student"),
     rows=ROWS,
 )
 

@@ -193,7 +193,8 @@ def chart(res: dict, s, path: str):
 def loss_curves(s, runs_dir: str, path: str):
   """Pre-training curves of every trained row (each seed a line): the loss and
   every other logged scalar named *_acc or *top1 (e.g. MoCo's instance
-  accuracy), so a row that does not learn shows why."""
+  accuracy), or the suite's `curve_keys` (e.g. DINO's collapse monitors), so a
+  row that does not learn shows why."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -213,7 +214,8 @@ def loss_curves(s, runs_dir: str, path: str):
       steps = [r["step"] for r in recs]
       ax.plot(steps, [r["loss"] for r in recs], label=f"loss {seed}")
       ax.set_title(row.label, fontsize=8)
-      extra = [k for k in recs[-1] if k.endswith("_acc") or k.endswith("top1")]
+      extra = ([k for k in s.get("curve_keys", ()) if k in recs[-1]]
+               or [k for k in recs[-1] if k.endswith("_acc") or k.endswith("top1")])
       if extra:
         ax2 = ax.twinx() if not hasattr(ax, "_twin") else ax._twin  # pylint: disable=protected-access
         ax._twin = ax2  # pylint: disable=protected-access
@@ -222,7 +224,8 @@ def loss_curves(s, runs_dir: str, path: str):
         ax2.tick_params(labelsize=6)
     ax.set_xlabel("step", fontsize=7)
     ax.tick_params(labelsize=6)
-  fig.suptitle("pre-training loss (solid) and accuracies (dashed, right axis)", fontsize=8)
+  what = ", ".join(s["curve_keys"]) if s.get("curve_keys") else "accuracies"
+  fig.suptitle(f"pre-training loss (solid) and {what} (dashed, right axis)", fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
