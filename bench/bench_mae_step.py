@@ -24,6 +24,7 @@ def config_for(variant, batch, image_size, dtype):
                decoder=dict(width=96, depth=1, num_heads=3) if variant == "Ti"
                else dict(width=512, depth=8, num_heads=16))
   c.batch_size, c.compute_dtype = batch, dtype
+  c.data.image_size = image_size
   c.total_steps = 1000
   return c
 

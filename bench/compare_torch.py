@@ -72,7 +72,7 @@ class Block(nn.Module):
 def _sincos(grid: int, dim: int) -> torch.Tensor:
   """The fixed 2-D sin-cos table ssl_jax uses (ops/posemb.py), [1, N, dim]."""
   table = posemb.sincos_2d(jnp.asarray(posemb.grid_coords(grid, grid)), dim)
-  return torch.from_numpy(np.asarray(table, np.float32)).reshape(1, grid * grid, dim)
+  return torch.from_numpy(np.array(table, np.float32)).reshape(1, grid * grid, dim)
 
 
 class TorchMAE(nn.Module):
