@@ -191,5 +191,13 @@ def time_train_step(s, mesh, warmup=2, iters=5) -> dict:
               memory=memory_of(run.compiled), loss=loss)
 
 
+def pin_threads(n: int):
+  """Pins this process (every thread it starts from now on: XLA's pools,
+  torch's OpenMP team) to its first `n` allowed cores. Call before jax
+  starts its backend: XLA sizes its thread pool by the cores it may use."""
+  cores = sorted(os.sched_getaffinity(0))
+  os.sched_setaffinity(0, cores[:n])
+
+
 def load_average() -> str:
   return " ".join(f"{x:.2f}" for x in os.getloadavg())

@@ -18,10 +18,9 @@ imports beside torch 2.13 CPU here, so `Block` is re-written to its exact
 layout rather than imported.
 
 Each repeat times `--steps` steps of one framework, then of the other
-(alternating which goes first); both use `--threads` threads (torch:
-set_num_threads; XLA: its CPU thread pool, sized by the cores it sees, so
-run with as many cores as threads, e.g. `taskset -c 0,1`; `--threads 1`
-also makes XLA single-threaded). On a loaded machine torch's OpenMP team
+(alternating which goes first); the process is pinned to `--threads`
+cores (XLA sizes its thread pool by them) and torch uses as many threads.
+On a loaded machine torch's OpenMP team
 stalls whenever one of its threads is descheduled (measured here at load ~6
 on 2 cores: 2 threads 0.7-8.9 s/step where 1 thread took 0.1 s), so compare
 at idle, or with `--threads 1` under load. Printed: median
@@ -30,7 +29,6 @@ of the step (the same model for both) / step time / the measured fp32
 matmul rate (jax's, and torch's own for reference).
 """
 import argparse
-import os
 import time
 
 import jax
@@ -169,9 +167,8 @@ def main():
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat and framework")
   p.add_argument("--threads", type=int, default=2)
   a = p.parse_args()
-  if a.threads == 1:   # before jax starts its backend: XLA's CPU kernels on one thread
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen"
-                               "=false intra_op_parallelism_threads=1").strip()
+  if a.threads:
+    common.pin_threads(a.threads)
   torch.set_num_threads(a.threads)
   torch.manual_seed(0)
   mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
