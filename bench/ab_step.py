@@ -5,7 +5,8 @@
   python -m bench.ab_step --mae_ti16 --batch 64 --variant gather_onehot   # compare_torch's step
 
 Variant B is variant A with `VARIANTS[name]` patched in while the step is
-traced (the patch is undone afterwards), so both compiled programs live in
+traced (the patch is undone afterwards), or A compiled with other XLA
+options (`xla:xla_cpu_use_xnnpack=true`), so both compiled programs live in
 one process on the same batch and state. Each repeat times `--steps` steps
 of A then B (then B then A, alternating); printed: median ms/step of each,
 B/A, XLA FLOPs and memory of each, and the loss after the same number of
@@ -54,7 +55,8 @@ def main():
   p.add_argument("--mae_ti16", action="store_true", help="bench_mae_step's ViT-Ti/16 MAE")
   p.add_argument("--batch", type=int, default=0, help="0: the config's (--mae_ti16: 64)")
   p.add_argument("--image_size", type=int, default=224)
-  p.add_argument("--variant", required=True, choices=sorted(VARIANTS))
+  p.add_argument("--variant", required=True,
+                 help=f"one of {sorted(VARIANTS)}, or xla:<option>=<value>[;...]")
   p.add_argument("--repeats", type=int, default=6)
   p.add_argument("--steps", type=int, default=2)
   p.add_argument("--threads", type=int, default=0, help="pin the process to this many cores")
@@ -69,8 +71,13 @@ def main():
   s = common.setup(config, mesh, batch_size=a.batch or None)
   state0 = jax.tree.map(jnp.copy, s["state"])
   runs = {"A": common.StepRunner(dict(s, state=jax.tree.map(jnp.copy, state0)))}
-  with VARIANTS[a.variant]():
-    runs["B"] = common.StepRunner(dict(s, state=jax.tree.map(jnp.copy, state0)))
+  if a.variant.startswith("xla:"):   # XLA options for B's program only: "xla:k=v;k2=v2"
+    typed = lambda v: {"true": True, "false": False}.get(v, int(v) if v.isdigit() else v)
+    opts = {k: typed(v) for k, v in (kv.split("=", 1) for kv in a.variant[4:].split(";"))}
+    runs["B"] = common.StepRunner(dict(s, state=jax.tree.map(jnp.copy, state0)), opts)
+  else:
+    with VARIANTS[a.variant]():
+      runs["B"] = common.StepRunner(dict(s, state=jax.tree.map(jnp.copy, state0)))
   losses = {k: [float(r()) for _ in range(3)] for k, r in runs.items()}   # same steps, same state
   times = {"A": [], "B": []}
   load = common.load_average()

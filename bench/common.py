@@ -153,11 +153,12 @@ class StepRunner:
   """The trainer's compiled step on a fixed batch; the donated state is
   threaded through calls exactly as in the training loop."""
 
-  def __init__(self, s):
+  def __init__(self, s, compiler_options=None):
     t = time.perf_counter()
     jitted = train.jit_train_step(s["method"], s["config"], s["tx"], s["schedule"],
                                   s["state_sh"], s["const_sh"], s["data_sh"], s["repl"])
-    self.compiled = jitted.lower(s["state"], s["constants"], s["batch"]).compile()
+    self.compiled = jitted.lower(s["state"], s["constants"], s["batch"]).compile(
+        compiler_options)   # XLA debug options of this program only (bench/ab_step.py)
     self.compile_s = time.perf_counter() - t
     self.state, self.constants, self.batch = s["state"], s["constants"], s["batch"]
 
