@@ -4,6 +4,7 @@ process (not a test; needs requirements-bench.txt).
   pip install -r requirements-bench.txt
   python -m bench.compare_torch                       # ViT-Ti/16, batch 64, 224 px, fp32
   python -m bench.compare_torch --repeats 7 --steps 3 --threads 2
+  python -m bench.compare_torch --task full      # the unmasked (supervised) ViT-Ti/16 step
 
 The step: MAE ViT-Tiny/16 (width 192, 12 blocks, 12 heads; 002 Sec. 3.1),
 per-sample shuffle masking at ratio 0.75, a 1-block 96-wide decoder
@@ -130,17 +131,51 @@ class TorchMAE(nn.Module):
     return (loss * mask).sum() / mask.sum()
 
 
-def torch_step_fn(batch: int, image_size: int, lr: float):
-  model = TorchMAE(img=image_size)
+class TorchSupervised(nn.Module):
+  """The unmasked step (`--task full`): ViT-Ti/16 on all tokens, mean-pooled
+  patch tokens after the final norm, linear head, label-smoothed cross-entropy
+  (ssl_jax's `supervised` method, configs/supervised.py)."""
+
+  def __init__(self, img=224, patch=16, dim=192, depth=12, heads=12, classes=10):
+    super().__init__()
+    self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+    self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+    self.register_buffer("pos_embed", _sincos(img // patch, dim))
+    self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+    self.norm = nn.LayerNorm(dim, eps=1e-6)
+    self.head = nn.Linear(dim, classes)
+
+  def forward(self, imgs, labels):
+    x = self.patch_embed(imgs).flatten(2).transpose(1, 2) + self.pos_embed
+    x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+    for blk in self.blocks:
+      x = blk(x)
+    logits = self.head(self.norm(x)[:, 1:].mean(1))
+    return F.cross_entropy(logits, labels, label_smoothing=0.1)
+
+
+def jax_config(task: str, batch: int, image_size: int):
+  """ssl_jax's side of the comparison (the trainer's own config)."""
+  if task == "mae":
+    return config_for("Ti", batch, image_size, "float32")
+  c, _ = common.load_config("configs/supervised.py:vit_tiny")
+  c.model.patch_size = 16
+  c.data.image_size, c.batch_size = image_size, batch
+  return c
+
+
+def torch_step_fn(batch: int, image_size: int, lr: float, task: str = "mae"):
+  model = TorchMAE(img=image_size) if task == "mae" else TorchSupervised(img=image_size)
   decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "token" not in n]
   no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
   opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
                            {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
   imgs = torch.randn(batch, 3, image_size, image_size)
+  inputs = (imgs,) if task == "mae" else (imgs, torch.randint(0, 10, (batch,)))
 
   def step():
     opt.zero_grad(set_to_none=True)
-    loss = model(imgs)
+    loss = model(*inputs)
     loss.backward()
     opt.step()
     return float(loss.detach())
@@ -166,16 +201,17 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat and framework")
   p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--task", default="mae", choices=("mae", "full"),
+                 help="full: the unmasked supervised ViT-Ti/16 step")
   a = p.parse_args()
   if a.threads:
     common.pin_threads(a.threads)
   torch.set_num_threads(a.threads)
   torch.manual_seed(0)
   mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  config = config_for("Ti", a.batch, a.image_size, "float32")
-  run = common.StepRunner(common.setup(config, mesh))
+  run = common.StepRunner(common.setup(jax_config(a.task, a.batch, a.image_size), mesh))
   flops = common.flops_of(run.compiled)
-  tstep = torch_step_fn(a.batch, a.image_size, lr=1.5e-4 * a.batch / 256)
+  tstep = torch_step_fn(a.batch, a.image_size, lr=1.5e-4 * a.batch / 256, task=a.task)
   for _ in range(2):                                  # warm-up both
     jax.block_until_ready(run())
     tstep()
@@ -203,7 +239,9 @@ def main():
   print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), jax {jax.__version__}; load before "
         f"{load_before}, after {common.load_average()}")
-  print(f"MAE ViT-Ti/16 (12 heads), decoder 1 x 96, mask 0.75, norm-pix, AdamW; batch "
+  what = ("MAE ViT-Ti/16 (12 heads), decoder 1 x 96, mask 0.75, norm-pix, AdamW" if a.task == "mae"
+          else "supervised ViT-Ti/16 (12 heads), all tokens, mean pool, CE + smoothing, AdamW")
+  print(f"{what}; batch "
         f"{a.batch}, {a.image_size} px, fp32; {a.repeats} alternated repeats x {a.steps} steps; "
         f"XLA FLOPs/step {flops / 1e9:.1f} G; fp32 matmul rate jax {jax_rate / 1e9:.1f}, "
         f"torch {torch_rate / 1e9:.1f} GFLOP/s")
