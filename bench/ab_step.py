@@ -60,6 +60,7 @@ def main():
   p.add_argument("--repeats", type=int, default=6)
   p.add_argument("--steps", type=int, default=2)
   p.add_argument("--threads", type=int, default=0, help="pin the process to this many cores")
+  p.add_argument("--set", action="append", default=[], help="key=value config override")
   a = p.parse_args()
   if a.threads:
     common.pin_threads(a.threads)
@@ -67,7 +68,7 @@ def main():
   if a.mae_ti16:
     config = config_for("Ti", a.batch or 64, a.image_size, "float32")
   else:
-    config, _ = common.load_config(a.config)
+    config, _ = common.load_config(a.config, a.set)
   s = common.setup(config, mesh, batch_size=a.batch or None)
   state0 = jax.tree.map(jnp.copy, s["state"])
   runs = {"A": common.StepRunner(dict(s, state=jax.tree.map(jnp.copy, state0)))}

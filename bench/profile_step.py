@@ -13,6 +13,7 @@ import argparse
 import collections
 import glob
 import os
+import re
 import tempfile
 
 import jax
@@ -47,12 +48,13 @@ def main():
   p.add_argument("--top", type=int, default=30)
   p.add_argument("--threads", type=int, default=0, help="pin the process to this many cores")
   p.add_argument("--hlo", action="store_true")
+  p.add_argument("--set", action="append", default=[], help="key=value config override")
   a = p.parse_args()
   if a.threads:
     common.pin_threads(a.threads)
   mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
   config = (config_for("Ti", a.batch or 64, a.image_size, "float32") if a.mae_ti16
-            else common.load_config(a.config)[0])
+            else common.load_config(a.config, a.set)[0])
   run = common.StepRunner(common.setup(config, mesh, batch_size=a.batch or None))
   run.times(warmup=2, iters=1)
   with tempfile.TemporaryDirectory() as d:
@@ -73,6 +75,22 @@ def main():
   print(f"XLA kernels: {busy:.2f} thread-s; by kind:")
   for k, t in kinds.most_common(15):
     print(f"  {k:<36}{t:8.3f} s {100 * t / busy:6.1f}%")
+  # By source: the op_name metadata of each kernel's HLO (forward / backward x layer part).
+  src = {}
+  for l in run.compiled.as_text().splitlines():
+    m = re.match(r"\s*(?:ROOT )?%([\w.\-]+) = .*op_name=\"([^\"]+)\"", l)
+    if m:
+      src[m.group(1)] = m.group(2)
+  parts = collections.Counter()
+  for (plane, line, name), t in totals.items():
+    if "XLAEigen" in line and not name.startswith("ThunkExecutor"):
+      op = src.get(name, "")
+      part = next((k for k in ("attn", "mlp", "norm", "patch_embed", "head", "decoder", "pred")
+                   if f"/{k}" in op), "other (loss, optimizer, masking, copies)")
+      parts[("bwd " if "transpose(" in op else "fwd ") + part] += t
+  print("by source (HLO op_name):")
+  for k, t in parts.most_common(14):
+    print(f"  {k:<44}{t:8.3f} s {100 * t / busy:6.1f}%")
   print(f"{'s':>8} {'%wall':>6}  event (plane / line)")
   for (plane, line, name), t in totals.most_common(a.top):
     print(f"{t:8.3f} {100 * t / wall:6.1f}  {name}   ({plane} / {line})")
