@@ -1,7 +1,7 @@
 """Times the jitted training step of the mask-token MIM family (not a test).
 
 Per method: median step time, img/s per device and MFU (XLA's FLOP count of
-one step / step time / the measured matmul peak of bench_mae_step).
+one step / step time / the measured matmul peak, bench/common.py).
 
   python -m bench.bench_mim_step --methods simmim,maskfeat,beit,semanticmim:hog \
       --size in1k --batch 256 --dtype bfloat16            # ViT-B/16, 224 px (accelerator)
@@ -18,19 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench.bench_mae_step import matmul_peak, time_train_step
-from ssl_jax import methods, optim, sharding, tokenizers
+from bench import common
+from ssl_jax import sharding, tokenizers
 from ssl_jax.methods import mim_recipes
 
 
 def config_for(spec, size, batch, dtype):
   name, _, target = spec.partition(":")
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  path = os.path.join(os.path.dirname(__file__), "..", "configs", f"{name}.py")
-  mod_spec = importlib.util.spec_from_file_location(f"cfg_{name}", path)
-  mod = importlib.util.module_from_spec(mod_spec)
-  mod_spec.loader.exec_module(mod)
-  c = mod.get_config(f"{size},{target}" if target else size)
+  c, _ = common.load_config(f"configs/{name}.py:" + (f"{size},{target}" if target else size))
   c.batch_size, c.compute_dtype, c.total_steps = batch, dtype, 1000
   if c.mim.target == "token" and size != "cpu":
     p = c.model.patch_size
@@ -42,19 +37,7 @@ def config_for(spec, size, batch, dtype):
 
 
 def bench(spec, size, batch, dtype, mesh):
-  c = config_for(spec, size, batch, dtype)
-  method = methods.get(c.method)
-  tx, schedule = optim.make_optimizer(c, 1000, 100)
-  s = c.data.image_size
-  b = {"image": jnp.zeros((batch, s, s, 3), jnp.float32), "label": jnp.zeros((batch,), jnp.int32)}
-  mv = method.init(jax.random.PRNGKey(0), jax.tree.map(lambda x: x[:2], b), c)
-  state = {"step": jnp.zeros((), jnp.int32), "params": mv.params, "opt_state": tx.init(mv.params),
-           "method_state": mv.state, "bad_step": jnp.full((), -1, jnp.int32)}
-  st_sh = sharding.tree_shardings(state, mesh, c.sharding_rules, c.fsdp_min_size)
-  d_sh, rep = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-  state, b = jax.device_put(state, st_sh), jax.device_put(b, d_sh)
-  consts = jax.device_put(mv.constants, rep)
-  return time_train_step(method, c, tx, schedule, state, consts, b, st_sh, rep, d_sh, mesh, iters=5)
+  return common.time_train_step(common.setup(config_for(spec, size, batch, dtype), mesh), mesh)
 
 
 def main():
@@ -65,7 +48,7 @@ def main():
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   a = p.parse_args()
   mesh = sharding.make_mesh([("data", -1), ("fsdp", 1)])
-  peak = matmul_peak(jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32)
+  peak = common.matmul_peak(jnp.bfloat16 if a.dtype == "bfloat16" else jnp.float32)
   print(f"device: {jax.devices()[0].device_kind} x{mesh.devices.size}; measured {a.dtype} "
         f"matmul peak {peak / 1e12:.2f} TFLOP/s per device; size {a.size}, batch {a.batch}")
   print(f"{'method':<20}{'step ms':>10}{'img/s/dev':>12}{'TFLOP/step':>12}{'MFU %':>8}")

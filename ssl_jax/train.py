@@ -95,6 +95,21 @@ def make_train_step(method, config, tx, schedule):
   return step_fn
 
 
+def initial_state(mvars, tx):
+  """The train state of freshly initialised method variables (step 0)."""
+  return {"step": jnp.zeros((), jnp.int32), "params": mvars.params,
+          "opt_state": tx.init(mvars.params), "method_state": mvars.state,
+          "bad_step": jnp.full((), -1, jnp.int32)}
+
+
+def jit_train_step(method, config, tx, schedule, state_sh, const_sh, data_sh, repl):
+  """The trainer's compiled step (bench/ times this very program): sharded,
+  the state donated (updated in place, no second copy)."""
+  return jax.jit(make_train_step(method, config, tx, schedule),
+                 in_shardings=(state_sh, const_sh, data_sh),
+                 out_shardings=(state_sh, repl), donate_argnums=(0,))
+
+
 def encoder_from_state(method, config, state) -> export_lib.Encoder:
   spec = method.encoder(config)
   variables = spec.variables(state["params"], state["method_state"])
@@ -139,9 +154,7 @@ def train(config, workdir: str, devices=None):
   # init reads from disk (frozen teachers, the export a probe reads) become
   # arguments of that program, not literals inside it (JAX hoists them).
   mvars = jax.jit(lambda rng, batch: method.init(rng, batch, config))(init_rng, init_batch)
-  state = {"step": jnp.zeros((), jnp.int32), "params": mvars.params,
-           "opt_state": tx.init(mvars.params), "method_state": mvars.state,
-           "bad_step": jnp.full((), -1, jnp.int32)}
+  state = initial_state(mvars, tx)
   state_sh = sharding.tree_shardings(state, mesh, config.sharding_rules, config.fsdp_min_size)
   const_sh = sharding.tree_shardings(mvars.constants, mesh, config.sharding_rules,
                                      config.fsdp_min_size)
@@ -161,9 +174,7 @@ def train(config, workdir: str, devices=None):
   start = int(jax.device_get(state["step"]))
 
   # ------------------------------------------------------------------ step
-  step_fn = jax.jit(make_train_step(method, config, tx, schedule),
-                    in_shardings=(state_sh, const_sh, data_sh),
-                    out_shardings=(state_sh, repl), donate_argnums=(0,))
+  step_fn = jit_train_step(method, config, tx, schedule, state_sh, const_sh, data_sh, repl)
   n_params = sum(x.size for x in jax.tree.leaves(state["params"]))
   print(f"[ssl_jax] method={config.method} params={n_params / 1e6:.2f}M "
         f"mesh={dict(mesh.shape)} steps={start}->{total_steps} "

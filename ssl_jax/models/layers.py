@@ -71,12 +71,22 @@ class Attention(nn.Module):
     v = dense("value")(kv).transpose(0, 2, 1, 3)
     q = _rope_trailing(q, q_coords, self.rope_freqs)
     k = _rope_trailing(k, k_coords, self.rope_freqs)
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
-    if mask is not None:
-      logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
-    # Softmax in fp32 keeps bf16 training stable.
-    attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
-    out = jnp.einsum("bhqk,bhkd->bhqd", attn.astype(v.dtype), v)
+    if not return_attn and mask is None:
+      # Softmax normalised after the AV product (as flash attention does): the
+      # division runs on [B, H, Nq, Dh], not on [B, H, Nq, Nk], and the scale on
+      # q. Same numbers up to rounding; 13% faster unmasked ViT-Ti/16 training
+      # step on CPU and a third less step memory (bench/README.md, A/B).
+      logits = jnp.einsum("bhqd,bhkd->bhqk", q * (head_dim ** -0.5), k).astype(jnp.float32)
+      p = jnp.exp(logits - jax.lax.stop_gradient(logits.max(-1, keepdims=True)))
+      out = jnp.einsum("bhqk,bhkd->bhqd", p.astype(v.dtype), v)
+      out, attn = (out / p.sum(-1, keepdims=True)).astype(v.dtype), None
+    else:
+      logits = jnp.einsum("bhqd,bhkd->bhqk", q, k) / jnp.sqrt(head_dim).astype(q.dtype)
+      if mask is not None:
+        logits = jnp.where(mask, logits, jnp.finfo(logits.dtype).min)
+      # Softmax in fp32 keeps bf16 training stable.
+      attn = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
+      out = jnp.einsum("bhqk,bhkd->bhqd", attn.astype(v.dtype), v)
     out = out.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], dim)
     out = nn.Dense(dim, dtype=self.dtype, kernel_init=dense_init, name="out")(out)
     return out, (attn if return_attn else None)

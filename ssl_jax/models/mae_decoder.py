@@ -5,7 +5,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssl_jax.models import layers
-from ssl_jax.ops import posemb
+from ssl_jax.ops import masking, posemb
 
 
 class MAEDecoder(nn.Module):
@@ -28,7 +28,7 @@ class MAEDecoder(nn.Module):
     num_masked = n - (x.shape[1] - 1)
     x_ = jnp.concatenate(
         [x[:, 1:], jnp.broadcast_to(mask_token, (b, num_masked, self.width)).astype(x.dtype)], 1)
-    x_ = jnp.take_along_axis(x_, restore_idx[..., None], axis=1)   # unshuffle
+    x_ = masking.gather_tokens(x_, restore_idx)   # unshuffle
     pe = posemb.sincos_2d(jnp.asarray(posemb.grid_coords(*grid_hw)), self.width)
     x = jnp.concatenate([x[:, :1], x_ + pe.astype(x.dtype)], 1)      # CLS: no posemb
     for i in range(self.depth):

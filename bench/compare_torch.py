@@ -1,0 +1,258 @@
+"""The same MAE training step in ssl_jax and in PyTorch, alternated in one
+process (not a test; needs requirements-bench.txt).
+
+  pip install -r requirements-bench.txt
+  python -m bench.compare_torch                       # ViT-Ti/16, batch 64, 224 px, fp32
+  python -m bench.compare_torch --repeats 7 --steps 3 --threads 2
+  python -m bench.compare_torch --task full      # the unmasked (supervised) ViT-Ti/16 step
+
+The step: MAE ViT-Tiny/16 (width 192, 12 blocks, 12 heads; 002 Sec. 3.1),
+per-sample shuffle masking at ratio 0.75, a 1-block 96-wide decoder
+(3 heads), normalised-pixel MSE on the masked patches, AdamW (no decay on
+biases / norms / tokens). ssl_jax: the trainer's own compiled step
+(`bench/common.py`, configs as bench/bench_mae_step.py). PyTorch: the
+official MAE model (facebookresearch/mae `models_mae.py`) written here with
+timm's `VisionTransformer` block layout (pre-norm, one fused qkv Linear,
+`F.scaled_dot_product_attention`, exact-GELU MLP 4x, LayerNorm eps 1e-6):
+timm itself imports torchvision at import time, and no torchvision wheel
+imports beside torch 2.13 CPU here, so `Block` is re-written to its exact
+layout rather than imported.
+
+Each repeat times `--steps` steps of one framework, then of the other
+(alternating which goes first); the process is pinned to `--threads`
+cores (XLA sizes its thread pool by them) and torch uses as many threads.
+On a loaded machine torch's OpenMP team
+stalls whenever one of its threads is descheduled (measured here at load ~6
+on 2 cores: 2 threads 0.7-8.9 s/step where 1 thread took 0.1 s), so compare
+at idle, or with `--threads 1` under load. Printed: median
+ms/step and img/s of each, the ratio, and each one's MFU = XLA's FLOP count
+of the step (the same model for both) / step time / the measured fp32
+matmul rate (2048^2, the faster of jax's and torch's).
+"""
+import argparse
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench import common
+from bench.bench_mae_step import config_for
+from ssl_jax import sharding
+from ssl_jax.ops import posemb
+
+
+# ---------------------------------------------------------------- PyTorch MAE
+class Block(nn.Module):
+  """timm.models.vision_transformer.Block (qkv_bias, no LayerScale / drop path)."""
+
+  def __init__(self, dim, num_heads, mlp_ratio=4.0):
+    super().__init__()
+    self.num_heads = num_heads
+    self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+    self.qkv = nn.Linear(dim, dim * 3)
+    self.proj = nn.Linear(dim, dim)
+    self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+    self.fc1 = nn.Linear(dim, int(dim * mlp_ratio))
+    self.fc2 = nn.Linear(int(dim * mlp_ratio), dim)
+
+  def forward(self, x):
+    b, n, c = x.shape
+    qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.num_heads, c // self.num_heads)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+    a = F.scaled_dot_product_attention(q, k, v)
+    x = x + self.proj(a.transpose(1, 2).reshape(b, n, c))
+    return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))
+
+
+def _sincos(grid: int, dim: int) -> torch.Tensor:
+  """The fixed 2-D sin-cos table ssl_jax uses (ops/posemb.py), [1, N, dim]."""
+  table = posemb.sincos_2d(jnp.asarray(posemb.grid_coords(grid, grid)), dim)
+  return torch.from_numpy(np.array(table, np.float32)).reshape(1, grid * grid, dim)
+
+
+class TorchMAE(nn.Module):
+  """facebookresearch/mae models_mae.MaskedAutoencoderViT, forward + loss."""
+
+  def __init__(self, img=224, patch=16, dim=192, depth=12, heads=12, ddim=96, ddepth=1,
+               dheads=3, norm_pix_loss=True):
+    super().__init__()
+    self.patch, self.norm_pix_loss = patch, norm_pix_loss
+    grid = img // patch
+    self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+    self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+    self.register_buffer("pos_embed", _sincos(grid, dim))
+    self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+    self.norm = nn.LayerNorm(dim, eps=1e-6)
+    self.decoder_embed = nn.Linear(dim, ddim)
+    self.mask_token = nn.Parameter(torch.zeros(1, 1, ddim))
+    self.register_buffer("decoder_pos_embed", _sincos(grid, ddim))
+    self.decoder_blocks = nn.ModuleList([Block(ddim, dheads) for _ in range(ddepth)])
+    self.decoder_norm = nn.LayerNorm(ddim, eps=1e-6)
+    self.decoder_pred = nn.Linear(ddim, patch * patch * 3)
+    for m in self.modules():           # MAE / timm init: xavier-uniform linears, zero biases
+      if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+    nn.init.normal_(self.cls_token, std=0.02)
+    nn.init.normal_(self.mask_token, std=0.02)
+
+  def forward(self, imgs, mask_ratio=0.75):
+    x = self.patch_embed(imgs).flatten(2).transpose(1, 2) + self.pos_embed
+    b, n, d = x.shape
+    keep = int(n * (1 - mask_ratio))
+    ids_shuffle = torch.argsort(torch.rand(b, n), dim=1)      # per-sample shuffle (MAE Sec. 3)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    x = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, d))
+    mask = torch.ones(b, n)
+    mask[:, :keep] = 0
+    mask = torch.gather(mask, 1, ids_restore)
+    x = torch.cat([self.cls_token.expand(b, -1, -1), x], 1)
+    for blk in self.blocks:
+      x = blk(x)
+    x = self.decoder_embed(self.norm(x))
+    dd = x.shape[-1]
+    x_ = torch.cat([x[:, 1:], self.mask_token.expand(b, n - keep, -1)], 1)
+    x_ = torch.gather(x_, 1, ids_restore[..., None].expand(-1, -1, dd)) + self.decoder_pos_embed
+    x = torch.cat([x[:, :1], x_], 1)
+    for blk in self.decoder_blocks:
+      x = blk(x)
+    pred = self.decoder_pred(self.decoder_norm(x))[:, 1:]
+    p, side = self.patch, imgs.shape[2] // self.patch
+    target = imgs.reshape(b, 3, side, p, side, p)
+    target = target.permute(0, 2, 4, 3, 5, 1).reshape(b, n, p * p * 3)
+    if self.norm_pix_loss:                                     # MAE Sec. 3 "normalized pixels"
+      mean, var = target.mean(-1, keepdim=True), target.var(-1, keepdim=True)
+      target = (target - mean) / (var + 1e-6) ** 0.5
+    loss = ((pred - target) ** 2).mean(-1)
+    return (loss * mask).sum() / mask.sum()
+
+
+class TorchSupervised(nn.Module):
+  """The unmasked step (`--task full`): ViT-Ti/16 on all tokens, mean-pooled
+  patch tokens after the final norm, linear head, label-smoothed cross-entropy
+  (ssl_jax's `supervised` method, configs/supervised.py)."""
+
+  def __init__(self, img=224, patch=16, dim=192, depth=12, heads=12, classes=10):
+    super().__init__()
+    self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+    self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+    self.register_buffer("pos_embed", _sincos(img // patch, dim))
+    self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+    self.norm = nn.LayerNorm(dim, eps=1e-6)
+    self.head = nn.Linear(dim, classes)
+
+  def forward(self, imgs, labels):
+    x = self.patch_embed(imgs).flatten(2).transpose(1, 2) + self.pos_embed
+    x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], 1)
+    for blk in self.blocks:
+      x = blk(x)
+    logits = self.head(self.norm(x)[:, 1:].mean(1))
+    return F.cross_entropy(logits, labels, label_smoothing=0.1)
+
+
+def jax_config(task: str, batch: int, image_size: int):
+  """ssl_jax's side of the comparison (the trainer's own config)."""
+  if task == "mae":
+    return config_for("Ti", batch, image_size, "float32")
+  c, _ = common.load_config("configs/supervised.py:vit_tiny")
+  c.model.patch_size = 16
+  c.data.image_size, c.batch_size = image_size, batch
+  return c
+
+
+def torch_step_fn(batch: int, image_size: int, lr: float, task: str = "mae"):
+  model = TorchMAE(img=image_size) if task == "mae" else TorchSupervised(img=image_size)
+  decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "token" not in n]
+  no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
+  opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
+                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+  imgs = torch.randn(batch, 3, image_size, image_size)
+  inputs = (imgs,) if task == "mae" else (imgs, torch.randint(0, 10, (batch,)))
+
+  def step():
+    opt.zero_grad(set_to_none=True)
+    loss = model(*inputs)
+    loss.backward()
+    opt.step()
+    return float(loss.detach())
+  return step
+
+
+def torch_matmul_rate(n=2048, iters=10):
+  a = torch.ones(n, n)
+  for _ in range(2):
+    a @ a
+  ts = []
+  for _ in range(iters):
+    t = time.perf_counter()
+    a @ a
+    ts.append(time.perf_counter() - t)
+  return 2 * n ** 3 / float(np.median(ts))
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--batch", type=int, default=64)
+  p.add_argument("--image_size", type=int, default=224)
+  p.add_argument("--repeats", type=int, default=5)
+  p.add_argument("--steps", type=int, default=3, help="timed steps per repeat and framework")
+  p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--task", default="mae", choices=("mae", "full"),
+                 help="full: the unmasked supervised ViT-Ti/16 step")
+  a = p.parse_args()
+  if a.threads:
+    common.pin_threads(a.threads)
+  torch.set_num_threads(a.threads)
+  torch.manual_seed(0)
+  mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
+  run = common.StepRunner(common.setup(jax_config(a.task, a.batch, a.image_size), mesh))
+  flops = common.flops_of(run.compiled)
+  tstep = torch_step_fn(a.batch, a.image_size, lr=1.5e-4 * a.batch / 256, task=a.task)
+  for _ in range(2):                                  # warm-up both
+    jax.block_until_ready(run())
+    tstep()
+  jax_rate = common.matmul_peak(jnp.float32)
+  torch_rate = torch_matmul_rate()
+  times = {"ssl_jax": [], "torch": []}
+
+  def time_jax():
+    for _ in range(a.steps):
+      t = time.perf_counter()
+      jax.block_until_ready(run())
+      times["ssl_jax"].append(time.perf_counter() - t)
+
+  def time_torch():
+    for _ in range(a.steps):
+      t = time.perf_counter()
+      tstep()
+      times["torch"].append(time.perf_counter() - t)
+
+  load_before = common.load_average()
+  for r in range(a.repeats):
+    for fn in ((time_jax, time_torch) if r % 2 == 0 else (time_torch, time_jax)):
+      fn()
+  med = {k: float(np.median(v)) for k, v in times.items()}
+  print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads), jax {jax.__version__}; load before "
+        f"{load_before}, after {common.load_average()}")
+  what = ("MAE ViT-Ti/16 (12 heads), decoder 1 x 96, mask 0.75, norm-pix, AdamW" if a.task == "mae"
+          else "supervised ViT-Ti/16 (12 heads), all tokens, mean pool, CE + smoothing, AdamW")
+  print(f"{what}; batch "
+        f"{a.batch}, {a.image_size} px, fp32; {a.repeats} alternated repeats x {a.steps} steps; "
+        f"XLA FLOPs/step {flops / 1e9:.1f} G; fp32 matmul rate jax {jax_rate / 1e9:.1f}, "
+        f"torch {torch_rate / 1e9:.1f} GFLOP/s")
+  peak = max(jax_rate, torch_rate)      # the machine's rate: the faster library's
+  print("| framework | ms/step (median) | img/s | MFU % (vs the faster matmul rate) |\n"
+        "|---|---|---|---|")
+  for k in ("ssl_jax", "torch"):
+    print(f"| {k} | {1e3 * med[k]:.0f} | {a.batch / med[k]:.1f} | "
+          f"{100 * flops / med[k] / peak:.1f} |")
+  print(f"ssl_jax / torch img/s: {med['torch'] / med['ssl_jax']:.2f}x")
+
+
+if __name__ == "__main__":
+  main()
