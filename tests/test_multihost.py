@@ -90,8 +90,10 @@ def test_two_processes_match_one_process(tmp_path):
       name = jax.tree_util.keystr(path)
       if "['key']['bias']" in name:
         # Its gradient is 0 in exact arithmetic (softmax ignores a shift of
-        # every logit), so AdamW turns float noise into steps of ~lr * 1e-2.
-        assert np.abs(a).max() < 1e-4 and np.abs(b).max() < 1e-4, name
+        # every logit), so AdamW turns float noise into steps of ~lr * 1e-2
+        # (1e-4 seen with the late-normalised attention); a real gradient
+        # moves it by ~lr = 1e-3 per step, 4 steps here.
+        assert np.abs(a).max() < 5e-4 and np.abs(b).max() < 5e-4, name
         continue
       np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7, err_msg=f"{run}: {name}")
   # kNN on process 0 only, over the whole eval split: the 1-process numbers.
