@@ -49,8 +49,8 @@ sampling), pf_posonly (Tab. 5b: position masking on every masked crop).
 Baselines: iBOT -> DINO, DINOv2 -> iBOT, position-field -> pf_none (Tab. 3
 "none"), each grid row -> pf_none.
 
-Seeds: 2 per row (3 for the twin). Run order: seed 0 of the main rows, then
-the grid, then seed 1:
+Seeds: 2 per row. Run order: seed 0 of the main rows, then the grid, then
+seed 1:
   python -m ssl_jax.results --suite fmnist_dino --seeds 1
   python -m ssl_jax.results --suite fmnist_dino --seeds 2
 
