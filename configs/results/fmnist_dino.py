@@ -55,10 +55,10 @@ seed 1:
   python -m ssl_jax.results --suite fmnist_dino --seeds 2
 
 Expected (results/fmnist_dino.md is the live table; the session that built
-the suite ran 2 seeds of the twin, position-field DINOv2 and pf_none, 1 of DINO
-and DINOv2): kNN / linear / canvas dense mIoU, random init 60.6 / 68.5 / 10.8,
-DINO 62.2 / 68.7 / 10.5 (near-uniform teacher targets: entropy 6.2-6.5 of
-ln 1024 = 6.93), DINOv2 63.2 / 68.9 / 13.4, pf_none 63.3 / 65.4 / 13.6,
+the suite ran 2 seeds of the twin, position-field DINOv2 and pf_none, 1 of DINO,
+iBOT and DINOv2): kNN / linear / canvas dense mIoU, random init 60.6 / 68.5 /
+10.8, DINO 62.2 / 68.7 / 10.5 (near-uniform teacher targets: entropy 6.2-6.5 of
+ln 1024 = 6.93), iBOT 60.9 / 69.5 / 10.4, DINOv2 63.2 / 68.9 / 13.4, pf_none 63.3 / 65.4 / 13.6,
 position-field DINOv2 63.9 / 66.3 / 13.7 (box AP50 26.3 vs pf_none 25.1);
 raw pixels 81.8 / 80.5.
 
