@@ -6,7 +6,6 @@ runs, state donated) on one batch; MFU = XLA's FLOPs of one step / median
 step time / the measured dense matmul rate of one device.
 """
 import ast
-import importlib.util
 import os
 import time
 
@@ -16,6 +15,7 @@ import numpy as np
 
 from ssl_jax import methods, optim, sharding, train
 from ssl_jax.data import pipeline
+from ssl_jax.results import suite as suite_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 
@@ -27,10 +27,7 @@ def config_module(path: str):
   full = path if os.path.isabs(path) else os.path.join(ROOT, path)
   if not os.path.exists(full):
     raise FileNotFoundError(f"config file {path} not found (give configs/<name>.py:<variant>).")
-  spec = importlib.util.spec_from_file_location("bench_cfg_" + os.path.basename(full)[:-3], full)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return suite_lib.load_module(full)
 
 
 def _parse_value(text: str, current):

@@ -9,7 +9,6 @@ in ROOT/full (checkpoints at steps 2 and 4, export, process-0 kNN), then
 the same job resumes there; then `eval_job.run` (mode "eval", streaming kNN)
 on the export. Writes ROOT/result<PROCESS_ID>.json.
 """
-import importlib.util
 import json
 import os
 import shutil
@@ -23,10 +22,8 @@ def mae_tiny_job(input_shards: int = 0):
   """configs/mae.py:tiny on a (data 2, fsdp 4) mesh with every array FSDP-
   sharded (the export gathers them across hosts), kNN on a few test images
   at step 2 and at the end."""
-  spec = importlib.util.spec_from_file_location("config_mae", os.path.join(CONFIGS, "mae.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  c = module.get_config("tiny")
+  from ssl_jax.results import suite as suite_lib  # pylint: disable=g-import-not-at-top
+  c = suite_lib.load_module(os.path.join(CONFIGS, "mae.py")).get_config("tiny")
   c.mesh = [("data", 2), ("fsdp", 4)]
   c.fsdp_min_size = 0
   c.data.input_shards = input_shards

@@ -52,7 +52,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from ssl_jax.results.suite import Row, row_config  # noqa: E402  pylint: disable=g-import-not-at-top
+from ssl_jax.results.suite import Row, knn_linear_job, row_config  # noqa: E402  pylint: disable=g-import-not-at-top
 
 VIT_S4 = dict(name="vit", variant="Ti", width=128, depth=4, num_heads=4, patch_size=4,
               drop_path=0.0)
@@ -123,13 +123,7 @@ SUITE = dict(
     # eval job -> (eval config, overrides); kNN and linear share one job (and
     # its features).
     jobs={
-        # The CPU linear probe of config_defaults.cpu_job (SGD, batch 256, 30
-        # epochs): configs/eval/linear.py keeps MAE's LARS at batch 16384,
-        # which takes one step per epoch on 10k images.
-        "frozen": ("configs/eval/linear.py", {"eval.protocols": ("knn", "linear"),
-                                              "eval.linear.optimizer": "sgd",
-                                              "eval.linear.batch_size": 256,
-                                              "eval.linear.epochs": 30}),
+        "frozen": knn_linear_job(),
         "finetune": ("configs/eval/finetune.py:cpu", {}),
         "tran1": ("configs/eval/decoder_probe.py:cpu", {}),
         "analyze": ("configs/eval/analyze.py:cpu", {"eval.analyze.compare_random_init": False}),

@@ -71,7 +71,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from ssl_jax.results.suite import Row, row_config  # noqa: E402  pylint: disable=g-import-not-at-top
+from ssl_jax.results.suite import Row, knn_linear_job, row_config  # noqa: E402  pylint: disable=g-import-not-at-top
 
 STEPS, BATCH = 150, 128
 BUDGET = {"total_steps": STEPS, "batch_size": BATCH, "optim.base_lr": 1e-3,
@@ -121,11 +121,7 @@ SUITE = dict(
             "4 x 16 px crops each) per cell, ViT-S4; kNN / linear on CLS, 10k train images, "
             "10k test; canvas box / dense probes on 3k / 1k canvases"),
     jobs={
-        "frozen": ("configs/eval/linear.py", {"eval.protocols": ("knn", "linear"),
-                                              "eval.feature": "cls",
-                                              "eval.linear.optimizer": "sgd",
-                                              "eval.linear.batch_size": 256,
-                                              "eval.linear.epochs": 30}),
+        "frozen": knn_linear_job(**{"eval.feature": "cls"}),
         "canvas": ("configs/eval/box_probe.py:cpu", {"eval.compare_random_init": False}),
     },
     columns={

@@ -26,12 +26,10 @@ another aspect needs a square input).
 """
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from ssl_jax.evaluate import decoder_probe as tran1
 from ssl_jax.evaluate import features
-from ssl_jax.evaluate import segmentation_data
 from ssl_jax.methods import METHODS
 from ssl_jax.methods import finetune as finetune_method
 from ssl_jax.methods.base import Method, MethodVars, fixed_view, scalar_metrics
@@ -53,10 +51,7 @@ def init(rng, batch, config):
   tokens = jax.eval_shape(lambda v, x: patch_tokens(config, v, x), enc.variables,
                           batch["image"])
   head = decoder(config).init(rng, jnp.zeros(tokens.shape, jnp.float32))["params"]
-  # Pixel statistics the pipeline normalised with: RandAugment acts on [0, 1].
-  mean, std = segmentation_data.pixel_stats(config)
-  constants = {"encoder": enc.variables, "mean": np.asarray(mean, np.float32),
-               "std": np.asarray(std, np.float32)}
+  constants = dict(finetune_method.pixel_stats(config), encoder=enc.variables)
   return MethodVars(params={"head": head}, state={}, constants=constants)
 
 

@@ -96,10 +96,14 @@ def init(rng, batch, config):
   head = start_head(config, ft.init_head(model, enc_vars, batch["image"][:1], rng))
   params = {"encoder": enc_vars.pop("params"), "head": head}
   state = {k: {"encoder": v} for k, v in enc_vars.items()}        # BatchNorm statistics
-  # Pixel statistics the pipeline normalised with: RandAugment acts on [0, 1].
+  return MethodVars(params=params, state=state, constants=pixel_stats(config))
+
+
+def pixel_stats(config):
+  """The pixel mean / std the pipeline normalised with (`augment` constants):
+  RandAugment acts on [0, 1] images."""
   mean, std = segmentation_data.pixel_stats(config)
-  constants = {"mean": np.asarray(mean, np.float32), "std": np.asarray(std, np.float32)}
-  return MethodVars(params=params, state=state, constants=constants)
+  return {"mean": np.asarray(mean, np.float32), "std": np.asarray(std, np.float32)}
 
 
 def augment(key, images, constants, f):

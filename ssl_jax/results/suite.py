@@ -30,6 +30,17 @@ SUITES_DIR = os.path.join(REPO, "configs", "results")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
 
+# The suites' kNN + linear eval job (one job: both share the features): the
+# CPU linear probe of config_defaults.cpu_job (SGD, batch 256, 30 epochs);
+# configs/eval/linear.py keeps MAE's LARS at batch 16384, which takes one step
+# per epoch on 10k images. `extra`: further overrides (e.g. eval.feature).
+def knn_linear_job(**extra):
+  return ("configs/eval/linear.py", dict({"eval.protocols": ("knn", "linear"),
+                                          "eval.linear.optimizer": "sgd",
+                                          "eval.linear.batch_size": 256,
+                                          "eval.linear.epochs": 30}, **extra))
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One table row. `config`: "configs/<file>.py:<variant>" (repo-relative)
