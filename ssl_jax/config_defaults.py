@@ -63,7 +63,9 @@ def base_config() -> ml_collections.ConfigDict:
       # batch by batch into a running top-k, `block` train rows at a time.
       knn=dict(k=20, temperature=0.07, ks=(), stream=False, block=8192),
       linear=dict(epochs=90, base_lr=0.1, weight_decay=0.0, batch_size=16384,
-                  optimizer="lars")))
+                  optimizer="lars"),
+      # evaluate/feature_rank.py: RankMe etc. on the first test images.
+      feature_rank=dict(max_examples=2000)))
   c.encoder = placeholder(str)            # eval modes: path to a <workdir>/export
   c.debug_inject_nan_at_step = -1   # tests: poison the loss at this step
   return c

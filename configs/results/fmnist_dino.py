@@ -36,6 +36,10 @@ family's home representation):
             patch tokens, 1x1 conv): AP50 and mean IoU of matched boxes; the
             canvas dense probe (11 classes): mIoU. The toy stand-in for 001's
             COCO AP-box / AP-mask (Tab. 3, 5b).
+  rank      ssl_jax/evaluate/feature_rank.py on the CLS features of 2k
+            test images: RankMe (Garrido et al. 2023) and the first
+            principal component's variance share, the dimensional-collapse
+            monitor (the teacher-entropy curves see only the head's output).
 
 Rows: raw pixels; the random-init twin (configs/dino.py:cpu never trained:
 every row's export is this architecture; the position-field rows export the
@@ -47,7 +51,8 @@ a full-image learned table, DINOv2's content masking: 001's DINOv2-dagger
 row), pf_samp (+ sampling), pf_lpos (+ L_pos and position masking without
 sampling), pf_posonly (Tab. 5b: position masking on every masked crop).
 Baselines: iBOT -> DINO, DINOv2 -> iBOT, position-field -> pf_none (Tab. 3
-"none"), each grid row -> pf_none.
+"none"), pf_samp and pf_lpos -> pf_none, pf_posonly -> position-field DINOv2
+(Tab. 5b: masking ratio 0:100 against the default 50:50).
 
 Seeds: 2 per row. Run order: seed 0 of the main rows, then the grid, then
 seed 1:
@@ -71,7 +76,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from ssl_jax.results.suite import Row, knn_linear_job, row_config  # noqa: E402  pylint: disable=g-import-not-at-top
+from ssl_jax.results.suite import Row, feature_rank_job, knn_linear_job, row_config  # noqa: E402  pylint: disable=g-import-not-at-top
 
 STEPS, BATCH = 150, 128
 BUDGET = {"total_steps": STEPS, "batch_size": BATCH, "optim.base_lr": 1e-3,
@@ -81,7 +86,7 @@ BUDGET = {"total_steps": STEPS, "batch_size": BATCH, "optim.base_lr": 1e-3,
 NEVER_TRAINED = {k: v for k, v in BUDGET.items() if k != "total_steps"}
 NEVER_TRAINED["num_epochs"] = 0.0
 
-JOBS = ("frozen", "canvas")
+JOBS = ("frozen", "canvas", "rank")
 PF = "configs/posfield.py:cpu"
 
 
@@ -111,7 +116,7 @@ ROWS = [
         baseline="pf_none"),
     Row("pf_posonly", "001 Tab. 5b: position masking only", JOBS, config=PF,
         overrides=_pf(**{"posfield.content_prob": 0.0}), twin="random_vit",
-        baseline="pf_none"),
+        baseline="posfield"),   # 001 Tab. 5b: 0:100 against the 50:50 default
 ]
 
 SUITE = dict(
@@ -123,6 +128,7 @@ SUITE = dict(
     jobs={
         "frozen": knn_linear_job(**{"eval.feature": "cls"}),
         "canvas": ("configs/eval/box_probe.py:cpu", {"eval.compare_random_init": False}),
+        "rank": feature_rank_job(**{"eval.feature": "cls"}),
     },
     columns={
         "knn": ("frozen", "knn/top1", "kNN top-1"),
@@ -130,6 +136,10 @@ SUITE = dict(
         "box_ap50": ("canvas", "box_probe/ap50", "canvas box AP50"),
         "box_miou": ("canvas", "box_probe/box_miou", "canvas box mIoU"),
         "dense": ("canvas", "dense_probe/miou", "canvas dense mIoU"),
+        # Dimensional collapse (evaluate/feature_rank.py): RankMe of the CLS
+        # features (of 128 dims) and the first principal component's share.
+        "rankme": ("rank", "feature_rank/rankme", "CLS RankMe"),
+        "top_pc": ("rank", "feature_rank/top_pc_share", "CLS top-PC share"),
     },
     chart_columns=("knn", "linear", "box_ap50", "dense"),
     # Collapse monitors (DINO Sec. 5.3): per-sample teacher entropy near ln K

@@ -121,11 +121,12 @@ def format_table(results: Dict[str, float]) -> str:
 def _register_builtin():
   # Imported here: these modules import ssl_jax.evaluate's submodules.
   from ssl_jax import analysis  # pylint: disable=g-import-not-at-top
-  from ssl_jax.evaluate import box_probe, decoder_probe, dense_probe, finetune  # pylint: disable=g-import-not-at-top
+  from ssl_jax.evaluate import box_probe, decoder_probe, dense_probe, feature_rank, finetune  # pylint: disable=g-import-not-at-top
   PROTOCOLS.register("decoder_probe", decoder_probe.run)
   PROTOCOLS.register("box_probe", box_probe.run)
   PROTOCOLS.register("finetune", finetune.run)
   PROTOCOLS.register("dense_probe", dense_probe.run)
+  PROTOCOLS.register("feature_rank", feature_rank.run)
   PROTOCOLS.register("analyze", analysis.run)
 
 

@@ -32,6 +32,10 @@ def variant_kwargs(variant: str, **overrides) -> Dict[str, Any]:
   return kw
 
 
+# Off only for bench/ab_step.py's A/B (the embed-all-then-gather path).
+VISIBLE_ONLY_EMBED = True
+
+
 class ViT(nn.Module):
   """ViT with K prefix tokens (CLS + K-1 proxies / registers); returns a dict.
 
@@ -83,17 +87,32 @@ class ViT(nn.Module):
     if h % p or w % p:
       raise ValueError(f"image {h}x{w} is not divisible by patch size {p}.")
     gh, gw = h // p, w // p
-    x = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
-                dtype=self.dtype, kernel_init=layers.dense_init,
-                name="patch_embed")(images.astype(self.dtype))
-    x = x.reshape(b, gh * gw, self.width)
+    embed = nn.Conv(self.width, (p, p), strides=(p, p), padding="VALID",
+                    dtype=self.dtype, kernel_init=layers.dense_init, name="patch_embed")
+    if coords is None:
+      coords = jnp.broadcast_to(jnp.asarray(posemb_lib.grid_coords(gh, gw)), (b, gh * gw, 2))
+    # MAE-style encoders (keep_idx, no mask token) embed only the visible
+    # patches: the same conv on each gathered p x p patch, so the same numbers
+    # as embedding all and gathering after, at a quarter of the work (the
+    # patch gather needs no gradient; bench/ab_step.py --variant embed_all).
+    embed_visible = keep_idx is not None and mask is None and VISIBLE_ONLY_EMBED
+    if embed_visible:
+      c = images.shape[-1]
+      patches = images.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
+      patches = masking.gather_tokens(patches.reshape(b, gh * gw, p, p, c), keep_idx)
+      n_keep = keep_idx.shape[1]
+      x = embed(patches.reshape(b * n_keep, p, p, c).astype(self.dtype))
+      x = x.reshape(b, n_keep, self.width)
+      coords = masking.gather_tokens(coords, keep_idx)
+      if pos is not None:
+        pos = masking.gather_tokens(pos, keep_idx)
+    else:
+      x = embed(images.astype(self.dtype)).reshape(b, gh * gw, self.width)
     if mask is not None:
       # BEiT / SimMIM draw it from N(0, 0.02); iBOT / DINOv2 start at zeros.
       token = self.param("mask_token", nn.initializers.normal(0.02), (1, 1, self.width))
       m = mask.astype(x.dtype)[..., None]
       x = x * (1 - m) + token.astype(x.dtype) * m
-    if coords is None:
-      coords = jnp.broadcast_to(jnp.asarray(posemb_lib.grid_coords(gh, gw)), (b, gh * gw, 2))
 
     if pos is not None:
       x = x + pos.astype(x.dtype)
@@ -106,9 +125,12 @@ class ViT(nn.Module):
       if (th, tw) != (gh, gw):
         pe = jax.image.resize(pe.reshape(1, th, tw, self.width), (1, gh, gw, self.width),
                               "bicubic", antialias=False).reshape(1, gh * gw, self.width)
-      x = x + pe.astype(x.dtype)
+      pe = pe.astype(x.dtype)
+      if embed_visible:
+        pe = masking.gather_tokens(jnp.broadcast_to(pe, (b,) + pe.shape[1:]), keep_idx)
+      x = x + pe
 
-    if keep_idx is not None:
+    if keep_idx is not None and not embed_visible:
       x = masking.gather_tokens(x, keep_idx)
       coords = masking.gather_tokens(coords, keep_idx)
 

@@ -41,6 +41,13 @@ def knn_linear_job(**extra):
                                           "eval.linear.epochs": 30}, **extra))
 
 
+def feature_rank_job(**extra):
+  """evaluate/feature_rank.py on 2k test images (the train split unused: 256
+  loaded)."""
+  return ("configs/eval/linear.py", dict({"eval.protocols": ("feature_rank",),
+                                          "eval.max_train_examples": 256}, **extra))
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
   """One table row. `config`: "configs/<file>.py:<variant>" (repo-relative)
