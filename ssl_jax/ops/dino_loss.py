@@ -31,7 +31,9 @@ def sinkhorn_knopp(teacher_logits, temperature, iterations: int = 3, weights=Non
   w = jnp.ones(q.shape[0], q.dtype) if weights is None else weights.astype(q.dtype)
   q = q * w[:, None]
   n, k = jnp.maximum(w.sum(), 1.0), q.shape[1]
-  q = q / q.sum()
+  # All rows left out (e.g. no image drew a content mask: 001 Tab. 5b's 0:100
+  # run) gives all-zero targets, not 0 / 0.
+  q = q / jnp.maximum(q.sum(), 1e-30)
   for _ in range(iterations):
     q = q / jnp.maximum(q.sum(0, keepdims=True), 1e-30) / k      # prototypes: mass 1/K each
     q = q / jnp.maximum(q.sum(1, keepdims=True), 1e-30) / n      # samples: mass 1/M each
