@@ -25,7 +25,6 @@ from bench import common
 from bench.bench_mae_step import config_for
 from ssl_jax import sharding
 from ssl_jax import train as train_lib
-from ssl_jax.models import layers as layers_lib
 from ssl_jax.models import vit as vit_lib
 from ssl_jax.ops import masking
 
@@ -57,7 +56,6 @@ VARIANTS = {
     "gather_onehot": lambda: _patch(masking, "gather_tokens", _gather_onehot),
     "nan_guard_select": lambda: _patch(train_lib, "if_finite", _if_finite_select),
     "embed_all": lambda: _patch(vit_lib, "VISIBLE_ONLY_EMBED", False),
-    "separate_qkv": lambda: _patch(layers_lib, "FUSED_QKV", False),
 }
 
 

@@ -54,18 +54,18 @@ Baselines: iBOT -> DINO, DINOv2 -> iBOT, position-field -> pf_none (Tab. 3
 "none"), pf_samp and pf_lpos -> pf_none, pf_posonly -> position-field DINOv2
 (Tab. 5b: masking ratio 0:100 against the default 50:50).
 
-Seeds: 2 per row. Run order: seed 0 of the main rows, then the grid, then
-seed 1:
-  python -m ssl_jax.results --suite fmnist_dino --seeds 1
+Seeds: 2 per row (all ran):
   python -m ssl_jax.results --suite fmnist_dino --seeds 2
 
-Expected (results/fmnist_dino.md is the live table; the session that built
-the suite ran 2 seeds of the twin, position-field DINOv2 and pf_none, 1 of DINO,
-iBOT and DINOv2): kNN / linear / canvas dense mIoU, random init 60.6 / 68.5 /
-10.8, DINO 62.2 / 68.7 / 10.5 (near-uniform teacher targets: entropy 6.2-6.5 of
-ln 1024 = 6.93), iBOT 60.9 / 69.5 / 10.4, DINOv2 63.2 / 68.9 / 13.4, pf_none 63.3 / 65.4 / 13.6,
-position-field DINOv2 63.9 / 66.3 / 13.7 (box AP50 26.3 vs pf_none 25.1);
-raw pixels 81.8 / 80.5.
+Expected (results/fmnist_dino.md is the live table; 2 seeds each): kNN /
+linear / canvas dense mIoU / CLS RankMe, random init 60.6 / 68.5 / 10.8 /
+29; DINO 61.1 / 68.3 / 10.2 / 13 and iBOT 60.7 / 68.7 / 10.3 / 16 (at the
+twin, CLS features dimensionally collapsed; teacher entropy 6.2-6.5 of
+ln 1024 = 6.93); DINOv2 63.8 / 68.2 / 12.9 / 69; position-field DINOv2
+63.9 / 66.3 / 13.7 / 78 against pf_none 63.3 / 65.4 / 13.6 / 81 (box AP50
+26.3 vs 25.1); + L_pos only 63.9 (AP50 26.0), + sampling only 63.3 (24.6);
+position masking only 63.9 (AP50 26.0, level with 50:50); raw pixels 81.8 /
+80.5.
 
 Deviations from 001 / DINOv2 (ImageNet ViT-S/16, 100 epochs, batch 512, 2 x
 224 + 8 x 96 crops, K = 65,536): the budget, model, crops and head above;

@@ -63,15 +63,14 @@ class Attention(nn.Module):
       raise ValueError(f"width {dim} is not divisible by {self.num_heads} heads.")
     head_dim = dim // self.num_heads
     kv = x if kv is None else kv
-    if kv is x and FUSED_QKV:
-      q, k, v = _fused_qkv(x, self.num_heads, self.qkv_bias, self.dtype)
-    else:
-      dense = lambda n: nn.DenseGeneral((self.num_heads, head_dim),
-                                        use_bias=self.qkv_bias, dtype=self.dtype,
-                                        kernel_init=dense_init, name=n)
-      q = dense("query")(x).transpose(0, 2, 1, 3)             # [B, H, Nq, Dh]
-      k = dense("key")(kv).transpose(0, 2, 1, 3)
-      v = dense("value")(kv).transpose(0, 2, 1, 3)
+    # Three projections, not one fused [D, 3D] matmul: fused measured no faster
+    # on XLA:CPU (bench/README.md, A/B).
+    dense = lambda n: nn.DenseGeneral((self.num_heads, head_dim),
+                                      use_bias=self.qkv_bias, dtype=self.dtype,
+                                      kernel_init=dense_init, name=n)
+    q = dense("query")(x).transpose(0, 2, 1, 3)             # [B, H, Nq, Dh]
+    k = dense("key")(kv).transpose(0, 2, 1, 3)
+    v = dense("value")(kv).transpose(0, 2, 1, 3)
     q = _rope_trailing(q, q_coords, self.rope_freqs)
     k = _rope_trailing(k, k_coords, self.rope_freqs)
     if not return_attn and mask is None:
@@ -93,45 +92,6 @@ class Attention(nn.Module):
     out = out.transpose(0, 2, 1, 3).reshape(x.shape[0], x.shape[1], dim)
     out = nn.Dense(dim, dtype=self.dtype, kernel_init=dense_init, name="out")(out)
     return out, (attn if return_attn else None)
-
-
-# Off only for bench/ab_step.py's A/B (three separate projections).
-FUSED_QKV = True
-
-
-class _HeadProjection(nn.Module):
-  """The parameters of a `DenseGeneral((H, Dh))` named query / key / value,
-  same shapes, names and initialisation (xavier on the flat [D, H*Dh]), for
-  `_fused_qkv`; applies nothing itself."""
-  num_heads: int
-  head_dim: int
-  use_bias: bool
-
-  @nn.compact
-  def __call__(self, dim):
-    flat = lambda rng, shape, dtype=jnp.float32: dense_init(
-        rng, (shape[0], shape[1] * shape[2]), dtype).reshape(shape)
-    kernel = self.param("kernel", flat, (dim, self.num_heads, self.head_dim))
-    bias = (self.param("bias", nn.initializers.zeros, (self.num_heads, self.head_dim))
-            if self.use_bias else None)
-    return kernel, bias
-
-
-def _fused_qkv(x, num_heads: int, use_bias: bool, dtype):
-  """Self-attention's q, k, v ([B, H, N, Dh] each) from one [D, 3, H, Dh]
-  matmul over the three separately stored projections: one GEMM with three
-  times the output columns (and one for each gradient) instead of three
-  narrow ones, which XLA:CPU runs well below its large-GEMM rate at ViT-Ti /
-  ViT-S4 widths (bench/ab_step.py --variant separate_qkv). Parameters and
-  checkpoints are those of three `DenseGeneral`s."""
-  dim = x.shape[-1]
-  proj = [_HeadProjection(num_heads, dim // num_heads, use_bias, name=n)(dim)
-          for n in ("query", "key", "value")]
-  kernel = jnp.stack([k for k, _ in proj], 1).astype(dtype)     # [D, 3, H, Dh]
-  qkv = jnp.einsum("bnd,dthe->tbhne", x.astype(dtype), kernel)   # [3, B, H, N, Dh]
-  if use_bias:
-    qkv = qkv + jnp.stack([b for _, b in proj], 0).astype(dtype)[:, None, :, None, :]
-  return qkv[0], qkv[1], qkv[2]
 
 
 def _rope_trailing(x, coords, frequencies: str = "axial"):
