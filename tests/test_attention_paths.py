@@ -52,4 +52,3 @@ def test_both_paths_match_numpy_and_each_other():
   scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(g_slow))
   for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_slow)):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=0, atol=1e-5 * scale)
-
