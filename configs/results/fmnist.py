@@ -37,7 +37,9 @@ kNN / linear top-1 raw pixels 81.8 / 80.5; ViT-S4 random 70.5 / 76.2
 (fine-tune from scratch 46.8), supervised 76.7 / 78.8 (71.7), MAE 72.8 /
 77.6 (55.4); MF-tiny random 63.8 / 77.2 (tran-1 69.0), MoCo v2 70.8 / 78.3
 (74.4), QB-Heat 63.6 / 77.1 (74.8). Seeds 1-2 of these rows ran later (3 seeds each in
-results/fmnist.md); the CR2PQ, D-MAE and supervised MF rows have not.
+results/fmnist.md), as did CR2PQ's (3 seeds: kNN / linear 64.6 / 73.3, below
+the twin; fine-tune 50.8, level with from-scratch); the CR2PQ frozen-MAE,
+D-MAE and supervised MF rows have not run.
 
 Recipe changes against the methods' 1-epoch CPU configs (each listed in
 the row's overrides, reasons here):
