@@ -17,19 +17,8 @@ from ssl_jax import methods, optim, sharding, train
 from ssl_jax.data import pipeline
 from ssl_jax.results import suite as suite_lib
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-
 
 # ---------------------------------------------------------------- configs
-def config_module(path: str):
-  """A config file (not a package) as a module; `path` relative to the repo
-  root or absolute."""
-  full = path if os.path.isabs(path) else os.path.join(ROOT, path)
-  if not os.path.exists(full):
-    raise FileNotFoundError(f"config file {path} not found (give configs/<name>.py:<variant>).")
-  return suite_lib.load_module(full)
-
-
 def _parse_value(text: str, current):
   """`text` as the type of the field it overrides (as absl's config flags)."""
   if isinstance(current, bool):
@@ -65,9 +54,7 @@ def apply_overrides(config, overrides):
 
 def load_config(spec: str, overrides=()):
   """"configs/<x>.py:<variant>" (+ "key=value" overrides) -> (ConfigDict, module)."""
-  path, _, arg = spec.partition(":")
-  module = config_module(path)
-  c = module.get_config(arg) if arg else module.get_config()
+  c, module = suite_lib.load_config(spec)
   return apply_overrides(c, overrides), module
 
 

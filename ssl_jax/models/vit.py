@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from ssl_jax.models import layers
-from ssl_jax.ops import masking, posemb as posemb_lib
+from ssl_jax.ops import masking, patches as patches_lib, posemb as posemb_lib
 from ssl_jax.registry import check_choice
 
 # width, depth, heads (ViT paper Tab. 1; Ti from DeiT). 002 Sec. 3.1 uses 12
@@ -97,11 +97,9 @@ class ViT(nn.Module):
     # patch gather needs no gradient; bench/ab_step.py --variant embed_all).
     embed_visible = keep_idx is not None and mask is None and VISIBLE_ONLY_EMBED
     if embed_visible:
-      c = images.shape[-1]
-      patches = images.reshape(b, gh, p, gw, p, c).transpose(0, 1, 3, 2, 4, 5)
-      patches = masking.gather_tokens(patches.reshape(b, gh * gw, p, p, c), keep_idx)
-      n_keep = keep_idx.shape[1]
-      x = embed(patches.reshape(b * n_keep, p, p, c).astype(self.dtype))
+      c, n_keep = images.shape[-1], keep_idx.shape[1]
+      visible = masking.gather_tokens(patches_lib.patchify(images, p), keep_idx)
+      x = embed(visible.reshape(b * n_keep, p, p, c).astype(self.dtype))
       x = x.reshape(b, n_keep, self.width)
       coords = masking.gather_tokens(coords, keep_idx)
       if pos is not None:

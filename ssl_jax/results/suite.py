@@ -120,6 +120,17 @@ def load_module(path: str):
   return module
 
 
+def load_config(spec: str):
+  """"configs/<x>.py[:<variant>]" (repo-relative or absolute) -> (the
+  ConfigDict its get_config builds, the module)."""
+  path, _, arg = spec.partition(":")
+  full = path if os.path.isabs(path) else os.path.join(REPO, path)
+  if not os.path.exists(full):
+    raise FileNotFoundError(f"config file {path} not found (give configs/<name>.py:<variant>).")
+  module = load_module(full)
+  return (module.get_config(arg) if arg else module.get_config()), module
+
+
 def load(suite: str):
   """-> (suite dict, suite file path)."""
   path = suite_path(suite)
@@ -264,9 +275,7 @@ def row_config(s, row_name: str, suite_file: str):
   row = rows[row_name]
   if row.config is None:
     raise ValueError(f"row {row_name!r} is a reference export ({row.export}); nothing to train.")
-  path, _, arg = row.config.partition(":")
-  module = load_module(os.path.join(REPO, path) if not os.path.isabs(path) else path)
-  c = module.get_config(arg) if arg else module.get_config()
+  c, _ = load_config(row.config)
   c = apply_overrides(c, row.overrides)
   c.eval.protocols = ()
   return c
