@@ -11,9 +11,10 @@ raises deep inside absl's flag parser; `unknown_override` names the key, the
 closest valid key and the valid keys of that section.
 """
 import difflib
-import importlib.util
 import os
 from typing import Iterable, List, Optional, Sequence
+
+from ssl_jax import config_files
 
 
 class ConfigError(ValueError):
@@ -67,12 +68,8 @@ def config_file_error(argv: Sequence[str]) -> Optional[str]:
 
 
 def _load_config(spec: str):
-  """The ConfigDict `--config path[:arg]` builds, as ml_collections loads it."""
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("ssl_jax_config_check_cfg", path)
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  """The ConfigDict `--config path[:arg]` builds (path from the cwd, as absl)."""
+  return config_files.load_config(spec, base=os.getcwd())[0]
 
 
 def _overrides(argv: Sequence[str]) -> List[str]:

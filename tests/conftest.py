@@ -25,6 +25,8 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402
 
+from ssl_jax.config_files import set_dotted  # noqa: E402  (re-exported for the tests)
+
 
 def tiny_mae_config(**overrides):
   """A 2-block ViT MAE on 32x32 Fashion-MNIST: seconds per step on CPU."""
@@ -43,17 +45,6 @@ def tiny_mae_config(**overrides):
   c.checkpoint_every = 2
   c.eval.protocols = ()
   return set_dotted(c, overrides)
-
-
-def set_dotted(config, overrides):
-  """Sets {"section.key": value} overrides on a ConfigDict; returns it."""
-  for k, v in overrides.items():
-    node = config
-    *path, last = k.split(".")
-    for p in path:
-      node = node[p]
-    node[last] = v
-  return config
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Streaming / blockwise kNN (evaluate/knn.py) against the in-memory kNN on
 embedded Fashion-MNIST; memory bounded by the block; the protocol's
 `eval.knn.stream` path (features sharded over 8 devices, progress line)."""
+import gc
 import math
 import tracemalloc
 
@@ -91,14 +92,15 @@ def test_k_above_train_size_counts_every_example(fmnist_features):
 def test_memory_is_bounded_by_the_block():
   """8192 train rows x 256-D (8 MiB) streamed through 256-row blocks: the
   buffer never holds more than a block, one merge per block, and the peak
-  of Python-side allocations is a few blocks (1.3 MiB measured), a quarter
-  of the train features' size at most.
+  of Python-side allocations is a few blocks (1.3 MiB measured), well under
+  half the train features' size.
   Break tried: buffering every batch until the end (one merge) fails all three."""
   rng = np.random.default_rng(1)
   n, d, block, batch = 8192, 256, 256, 100
   test_f = rng.normal(size=(64, d)).astype(np.float32)
   acc = knn.KnnAccumulator(test_f, 10, k_max=20, block=block)
   acc.add(rng.normal(size=(block, d)).astype(np.float32), np.zeros(block, np.int32))  # compile
+  gc.collect()
   tracemalloc.start()
   held = []
   for s in range(0, n, batch):
@@ -110,8 +112,12 @@ def test_memory_is_bounded_by_the_block():
   acc.votes(20)
   assert max(held) < block and acc.num_train == n + block
   assert acc.blocks_merged == 1 + math.ceil(n / block)
-  # A few block-sized copies (buffer, concatenation, padding), not the 8 MiB.
-  assert peak < 8 * block * d * 4 <= n * d * 4 / 4, f"peak {peak / 2**20:.2f} MiB"
+  # A few block-sized copies (buffer, concatenation, padding: 1.3 MiB), not
+  # the 8 MiB the break holds. Bound at half the features, not a quarter:
+  # tracemalloc counts every thread, and a thread an earlier test left
+  # (checkpointing, input prefetch) once pushed the peak past 2 MiB in the
+  # full suite.
+  assert peak < n * d * 4 / 2, f"peak {peak / 2**20:.2f} MiB"
 
 
 def test_protocol_streams_features_over_the_mesh(capsys):

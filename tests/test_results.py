@@ -172,3 +172,25 @@ def test_every_row_of_every_suite_builds_a_valid_config(name):
       assert getattr(node, "to_dict", lambda: node)() == value, (r.name, key)
     if not r.export_flags:
       config_check.check(c, ("pretrain", "train"), device_count=1)
+
+
+def test_export_flag_dependency_same_seed_or_fixed_seed(tmp_path):
+  """"row" reads the same seed's export; "row@k" reads seed k's for every
+  seed (one teacher shared by all student seeds); anything else is refused."""
+  student = suite_lib.Row("student", "s", ("frozen",), config="configs/mae.py:vit_tiny",
+                          export_flags={"dmae.teacher": "teacher@0"})
+  cell = suite_lib.cells([student], 3, str(tmp_path))[2]
+  assert cell.seed == 2
+  same = suite_lib.dependency(cell, "teacher")
+  fixed = suite_lib.dependency(cell, "teacher@0")
+  assert same.dir == str(tmp_path / "teacher" / "seed2")
+  assert fixed.dir == str(tmp_path / "teacher" / "seed0") and fixed.seed == 0
+  with pytest.raises(RuntimeError, match="row 'teacher' seed 0"):
+    suite_lib.pretrain_command(cell, "suite.py")
+  with pytest.raises(ValueError, match="row@seed"):
+    suite_lib.dependency(cell, "teacher@x")
+  # Once seed 0's export exists every seed's command names it.
+  os.makedirs(fixed.export_dir)
+  open(os.path.join(fixed.export_dir, "encoder.json"), "w").write("{}")
+  cmd = suite_lib.pretrain_command(cell, "suite.py")
+  assert f"--config.dmae.teacher={fixed.export_dir}" in cmd

@@ -26,10 +26,11 @@ Protocols (CPU variants of configs/eval/, the same for every row):
             5k / 2k images (Mobile-Former rows, 000 Tab. 11)
 Representations: mean-pooled tokens (ViT), "pool concat" (Mobile-Former).
 
-Rows after supervised_mf (CR2PQ with a frozen MAE teacher, the D-MAE
-teacher, D-MAE / D²-MAE) read another row's export of the same seed
-(`export_flags`); the teacher (width 256, 6 blocks, 8 heads, 2 epochs) is
-pre-trained apart, as in 002, so it is not at the equal budget.
+Rows after supervised_mf read another row's export (`export_flags`): CR2PQ
+with a frozen MAE teacher reads the same seed's MAE row; every D-MAE / D²-MAE
+seed reads seed 0's D-MAE teacher (width 256, 6 blocks, 8 heads, 2 epochs),
+one teacher as 002 pre-trains one, pre-trained apart and so not at the equal
+budget. The teacher row's seeds 1-2 only measure the teacher's spread.
 
 Expected (seed 0 only, measured in the session that built the suite, on a
 2-core CPU shared with ~8 other jobs; results/fmnist.md is the live table):
@@ -106,13 +107,13 @@ ROWS = [
         eval_overrides=VIT_EVAL, twin="random_vit", role="reference"),
     Row("dmae", "D-MAE (ViT-S4)", ("frozen", "finetune"),
         config="configs/dmae.py:dmae_cpu", overrides={"model": VIT_S4, "num_epochs": 1.0},
-        export_flags={"dmae.teacher": "dmae_teacher"}, eval_overrides=VIT_EVAL,
+        export_flags={"dmae.teacher": "dmae_teacher@0"}, eval_overrides=VIT_EVAL,
         twin="random_vit", baseline="mae"),   # 002: students above plain MAE
     Row("d2mae", "D²-MAE (ViT-S4)", ("frozen", "finetune"),
         config="configs/dmae.py:d2mae_cpu",
         # 002 Tab. 5: the decoder reads layer 8 of 12; here layer 3 of 4.
         overrides={"model": VIT_S4, "num_epochs": 1.0, "dmae.decoder_layer": 3},
-        export_flags={"dmae.teacher": "dmae_teacher"}, eval_overrides=VIT_EVAL,
+        export_flags={"dmae.teacher": "dmae_teacher@0"}, eval_overrides=VIT_EVAL,
         twin="random_vit", baseline="mae"),   # 002: students above plain MAE
 ]
 

@@ -18,14 +18,15 @@ metrics.jsonl. Rerunning skips done stages; an interrupted pre-training is
 resumed by the trainer from its Orbax checkpoints.
 """
 import dataclasses
-import importlib.util
 import json
 import os
 import re
 import sys
 from typing import Any, Dict, List, Optional, Tuple
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from ssl_jax import config_files
+
+REPO = config_files.REPO
 SUITES_DIR = os.path.join(REPO, "configs", "results")
 _NAME = re.compile(r"^[a-z0-9_]+$")
 
@@ -57,7 +58,9 @@ class Row:
   compared with; `role`: "method" | "reference" (table sections).
   `export_flags` {config key: row}: the same seed's export of another row
   passed as a path (frozen teachers: D-MAE's `dmae.teacher`, CR2PQ's
-  `cr2pq.teacher_path`); that row must come earlier in the suite.
+  `cr2pq.teacher_path`); "row@k" names seed k's export for every seed (one
+  teacher shared by all student seeds, as a paper pre-trains one teacher).
+  That row must come earlier in the suite.
   `baseline`: a trained row this one is also compared with (e.g. the method
   a wrapper modifies), in a second difference table."""
   name: str
@@ -112,23 +115,8 @@ def suite_path(suite: str) -> str:
   return path
 
 
-def load_module(path: str):
-  name = "ssl_jax_suite_" + os.path.basename(path)[:-3]
-  spec = importlib.util.spec_from_file_location(name, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
-
-
-def load_config(spec: str):
-  """"configs/<x>.py[:<variant>]" (repo-relative or absolute) -> (the
-  ConfigDict its get_config builds, the module)."""
-  path, _, arg = spec.partition(":")
-  full = path if os.path.isabs(path) else os.path.join(REPO, path)
-  if not os.path.exists(full):
-    raise FileNotFoundError(f"config file {path} not found (give configs/<name>.py:<variant>).")
-  module = load_module(full)
-  return (module.get_config(arg) if arg else module.get_config()), module
+load_module = config_files.load_module
+load_config = config_files.load_config
 
 
 def load(suite: str):
@@ -151,9 +139,10 @@ def load(suite: str):
       if other is not None and other not in names:
         raise ValueError(f"row {r.name!r}: {field} {other!r} is not a row ({', '.join(names)}).")
     for key, dep in r.export_flags.items():
-      if dep not in names[:names.index(r.name)]:
-        raise ValueError(f"row {r.name!r}: export_flags[{key!r}] names {dep!r}, which is not "
-                         f"an earlier row ({', '.join(names[:names.index(r.name)])}).")
+      dep_row, _ = parse_dependency(dep)
+      if dep_row not in names[:names.index(r.name)]:
+        raise ValueError(f"row {r.name!r}: export_flags[{key!r}] names {dep_row!r}, which is "
+                         f"not an earlier row ({', '.join(names[:names.index(r.name)])}).")
   return s, path
 
 
@@ -184,11 +173,22 @@ def _flag_value(v) -> str:
   return v if isinstance(v, str) else repr(v)
 
 
-def dependency(cell: Cell, row_name: str) -> Cell:
-  """The same seed's cell of another row (same runs dir)."""
+def parse_dependency(dep: str) -> Tuple[str, Optional[int]]:
+  """"row" -> (row, None): the same seed; "row@k" -> (row, k): seed k always."""
+  m = re.fullmatch(r"([a-z0-9_]+)(?:@(\d+))?", dep)
+  if m is None:
+    raise ValueError(f"export_flags value {dep!r}: write a row name, or row@seed (e.g. "
+                     "'dmae_teacher@0') for one seed's export shared by every seed.")
+  return m.group(1), (None if m.group(2) is None else int(m.group(2)))
+
+
+def dependency(cell: Cell, dep: str) -> Cell:
+  """Another row's cell (same runs dir): the same seed's, or seed k's for "row@k"."""
+  row_name, fixed_seed = parse_dependency(dep)
+  seed = cell.seed if fixed_seed is None else fixed_seed
   runs_dir = os.path.dirname(os.path.dirname(cell.dir))
-  return Cell(Row(row_name, row_name, (), export="-"), cell.seed,
-              os.path.join(runs_dir, row_name, f"seed{cell.seed}"))
+  return Cell(Row(row_name, row_name, (), export="-"), seed,
+              os.path.join(runs_dir, row_name, f"seed{seed}"))
 
 
 def pretrain_command(cell: Cell, suite_file: str) -> List[str]:
@@ -198,8 +198,8 @@ def pretrain_command(cell: Cell, suite_file: str) -> List[str]:
     dep_cell = dependency(cell, dep)
     if not pretrain_done(dep_cell):
       raise RuntimeError(f"row {cell.row.name!r} seed {cell.seed} needs the export of row "
-                         f"{dep!r} ({dep_cell.export_dir}); run that row first "
-                         f"(--only {dep},{cell.row.name}).")
+                         f"{dep_cell.row.name!r} seed {dep_cell.seed} ({dep_cell.export_dir}); "
+                         f"run that row first (--only {dep_cell.row.name},{cell.row.name}).")
     cmd.append(f"--config.{key}={dep_cell.export_dir}")
   return cmd
 
@@ -255,15 +255,7 @@ def cell_done(cell: Cell, s) -> bool:
 
 def apply_overrides(config, overrides: Dict[str, Any]):
   """"a.b.c": value into a ConfigDict (keys may be new: rows add fields)."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-  with config.unlocked():
-    for k, v in overrides.items():
-      node = config
-      *path, last = k.split(".")
-      for p in path:
-        node = node[p]
-      node[last] = ml_collections.ConfigDict(v) if isinstance(v, dict) else v
-  return config
+  return config_files.set_dotted(config, overrides, new_keys=True)
 
 
 def row_config(s, row_name: str, suite_file: str):
