@@ -13,9 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax import methods, optim, sharding, train
+from ssl_jax import config_files, methods, optim, sharding, train
 from ssl_jax.data import pipeline
-from ssl_jax.results import suite as suite_lib
 
 
 # ---------------------------------------------------------------- configs
@@ -54,7 +53,7 @@ def apply_overrides(config, overrides):
 
 def load_config(spec: str, overrides=()):
   """"configs/<x>.py:<variant>" (+ "key=value" overrides) -> (ConfigDict, module)."""
-  c, module = suite_lib.load_config(spec)
+  c, module = config_files.load_config(spec)
   return apply_overrides(c, overrides), module
 
 

@@ -20,8 +20,8 @@ on 2 x 8 V100 (bs 1024).
 Expected: DINO reports 74.0% linear / 69.3% k-NN (README: 100-epoch ViT-S/16
 gives 69.3% k-NN at teacher temp 0.04). cpu: the goal is kNN above the
 random-init twin; measured in configs/results/fmnist_dino.py at 150 steps x
-128 (2 seeds): level with the twin (kNN 61.1 vs 60.6), CLS features
-dimensionally collapsed (RankMe 13 of 128) under near-uniform teacher targets.
+128 (3 seeds): level with the twin (kNN 60.4 vs 60.1), CLS features
+dimensionally collapsed (RankMe 14 of 128) under near-uniform teacher targets.
 
 Recipe kept as defaults (main_dino.py): head 3 layers, hidden 2048, bottleneck
 256, K = 65536, norm_last_layer, last layer frozen for epoch 1; student temp

@@ -16,8 +16,8 @@ Cost: as configs/ibot.py plus K-sized Sinkhorn-Knopp iterations (small).
 Expected: 001 Tab. 1 reports DINOv2-dagger (ViT-S/16, 100 epochs) at 41.9 COCO
 AP-box after ViTDet fine-tuning (not reproducible on CPU). cpu: kNN above
 the random-init twin, no collapse (KoLeo keeps the CLS tokens spread);
-measured at the results suite's 150 x 128 (2 seeds): kNN 63.8 vs 60.6, CLS
-RankMe 69 of 128 (twin 29).
+measured at the results suite's 150 x 128 (3 seeds): kNN 63.7 vs 60.1, CLS
+RankMe 69 of 128 (twin 31).
 
 Recipe (001 Tab. 6 / DINOv2): 100 epochs, AdamW, base lr 2e-3 (DINOv2's
 sqrt(batch / 1024) rule: peak 1.41e-3 at batch 512), 10 warm-up epochs, wd

@@ -15,8 +15,8 @@ Cost: cpu as dino:cpu plus the patch head on 2 x 64 tokens (~1.3x); ImageNet
 ViT-S/16 100 epochs ~ 1.3x DINO's.
 Expected: iBOT reports 77.9% linear / 75.2% k-NN for ViT-S/16 at 800 epochs
 (much less at 100). cpu: the goal is kNN above the random-init twin; at the
-results suite's 150 x 128 (2 seeds) it is level with it (60.7 vs 60.6), CLS
-RankMe 16 of 128 like DINO's.
+results suite's 150 x 128 (3 seeds) it is level with it (60.3 vs 60.1), CLS
+RankMe 15 of 128 like DINO's.
 
 Recipe (iBOT README, ViT-S/16): shared head (`head_mode="shared"`), K = K' =
 8192, norm_last_layer False, teacher temp 0.04 -> 0.07 over 30 epochs, patch

@@ -22,8 +22,8 @@ def mae_tiny_job(input_shards: int = 0):
   """configs/mae.py:tiny on a (data 2, fsdp 4) mesh with every array FSDP-
   sharded (the export gathers them across hosts), kNN on a few test images
   at step 2 and at the end."""
-  from ssl_jax.results import suite as suite_lib  # pylint: disable=g-import-not-at-top
-  c = suite_lib.load_module(os.path.join(CONFIGS, "mae.py")).get_config("tiny")
+  from ssl_jax import config_files  # pylint: disable=g-import-not-at-top
+  c = config_files.load_module(os.path.join(CONFIGS, "mae.py")).get_config("tiny")
   c.mesh = [("data", 2), ("fsdp", 4)]
   c.fsdp_min_size = 0
   c.data.input_shards = input_shards

@@ -54,14 +54,16 @@ Baselines: iBOT -> DINO, DINOv2 -> iBOT, position-field -> pf_none (Tab. 3
 "none"), pf_samp and pf_lpos -> pf_none, pf_posonly -> position-field DINOv2
 (Tab. 5b: masking ratio 0:100 against the default 50:50).
 
-Seeds: 2 per row (all ran):
+Seeds: 2 per row, 3 for the four headline rows' comparison (all ran):
   python -m ssl_jax.results --suite fmnist_dino --seeds 2
+  python -m ssl_jax.results --suite fmnist_dino --seeds 3 --only pixels,random_vit,dino,ibot,dinov2
 
-Expected (results/fmnist_dino.md is the live table; 2 seeds each): kNN /
-linear / canvas dense mIoU / CLS RankMe, random init 60.6 / 68.5 / 10.8 /
-29; DINO 61.1 / 68.3 / 10.2 / 13 and iBOT 60.7 / 68.7 / 10.3 / 16 (at the
-twin, CLS features dimensionally collapsed; teacher entropy 6.2-6.5 of
-ln 1024 = 6.93); DINOv2 63.8 / 68.2 / 12.9 / 69; position-field DINOv2
+Expected (results/fmnist_dino.md is the live table; 3 seeds for the twin,
+DINO, iBOT and DINOv2, 2 for the rest): kNN / linear / canvas dense mIoU /
+CLS RankMe, random init 60.1 / 68.2 / 11.1 / 31; DINO 60.4 / 67.8 / 10.4 /
+14 and iBOT 60.3 / 68.5 / 10.5 / 15 (at the twin, CLS features dimensionally
+collapsed; teacher entropy 6.2-6.5 of ln 1024 = 6.93); DINOv2 63.7 / 68.5 /
+13.2 / 69; position-field DINOv2
 63.9 / 66.3 / 13.7 / 78 against pf_none 63.3 / 65.4 / 13.6 / 81 (box AP50
 26.3 vs 25.1); + L_pos only 63.9 (AP50 26.0), + sampling only 63.3 (24.6);
 position masking only 63.9 (AP50 26.0, level with 50:50); raw pixels 81.8 /

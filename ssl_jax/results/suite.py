@@ -115,14 +115,10 @@ def suite_path(suite: str) -> str:
   return path
 
 
-load_module = config_files.load_module
-load_config = config_files.load_config
-
-
 def load(suite: str):
   """-> (suite dict, suite file path)."""
   path = suite_path(suite)
-  s = dict(load_module(path).SUITE)
+  s = dict(config_files.load_module(path).SUITE)
   names = [r.name for r in s["rows"]]
   if len(set(names)) != len(names):
     raise ValueError(f"suite {s['name']}: duplicate row names in {names}.")
@@ -253,11 +249,6 @@ def cell_done(cell: Cell, s) -> bool:
   return pretrain_done(cell) and all(job_result(cell, j, s) is not None for j in cell.row.jobs)
 
 
-def apply_overrides(config, overrides: Dict[str, Any]):
-  """"a.b.c": value into a ConfigDict (keys may be new: rows add fields)."""
-  return config_files.set_dotted(config, overrides, new_keys=True)
-
-
 def row_config(s, row_name: str, suite_file: str):
   """The pre-training config of a row: its method config + overrides, with the
   final evaluation off (protocols run as their own eval jobs)."""
@@ -267,7 +258,8 @@ def row_config(s, row_name: str, suite_file: str):
   row = rows[row_name]
   if row.config is None:
     raise ValueError(f"row {row_name!r} is a reference export ({row.export}); nothing to train.")
-  c, _ = load_config(row.config)
-  c = apply_overrides(c, row.overrides)
+  c, _ = config_files.load_config(row.config)
+  # Rows may add fields the method config lacks.
+  c = config_files.set_dotted(c, row.overrides, new_keys=True)
   c.eval.protocols = ()
   return c
