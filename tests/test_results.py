@@ -131,6 +131,27 @@ def test_aggregate_mean_std_and_twin_difference(tmp_path):
   assert "\n| method |" not in base_table
 
 
+def test_aggregate_refuses_to_drop_recorded_seeds(tmp_path):
+  """A checkout without the cells must not overwrite a committed table."""
+  s = dict(name="fake", jobs={"frozen": ("configs/eval/knn.py", {})},
+           columns={"knn": ("frozen", "knn/top1", "kNN")},
+           rows=[suite_lib.Row("m", "method", ("frozen",), config="x.py")])
+  runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+  for k, v in enumerate([70.0, 71.0]):
+    _fake_cell(runs, "m", k, "frozen", "knn/top1", v)
+  aggregate.write_all(s, runs, out)
+  empty = str(tmp_path / "elsewhere")
+  with pytest.raises(SystemExit, match=r"m/knn: 2 -> 0.*--force"):
+    aggregate.write_all(s, empty, out)
+  with open(os.path.join(out, "fake.json")) as f:
+    assert json.load(f)["rows"]["m"]["summary"]["knn"]["n"] == 2
+  _fake_cell(runs, "m", 2, "frozen", "knn/top1", 72.0)   # more seeds: fine
+  aggregate.write_all(s, runs, out)
+  aggregate.write_all(s, empty, out, force=True)
+  with open(os.path.join(out, "fake.json")) as f:
+    assert "knn" not in json.load(f)["rows"]["m"]["summary"]
+
+
 def test_twin_and_baseline_must_name_rows(tmp_path):
   path = tmp_path / "bad.py"
   path.write_text(textwrap.dedent("""
@@ -153,7 +174,7 @@ def test_bad_rows_and_suites_name_the_choices(tmp_path):
     suite_lib.Row("x", "x", ("frozen",))
 
 
-@pytest.mark.parametrize("name", ["fmnist", "fmnist_mim", "fmnist_dino"])
+@pytest.mark.parametrize("name", ["fmnist", "fmnist_mim", "fmnist_dino", "fmnist_long"])
 def test_every_row_of_every_suite_builds_a_valid_config(name):
   """Each trained row's config (method config + row overrides) is one the
   trainer accepts: an override that names a wrong key or value fails here,

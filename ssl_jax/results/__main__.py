@@ -1,5 +1,5 @@
 """python -m ssl_jax.results --suite fmnist [--only ROW,ROW] [--seeds N]
-[--runs_dir DIR] [--aggregate_only]
+[--runs_dir DIR] [--aggregate_only] [--force]
 
 Runs (or resumes) every cell of the suite, then writes results/<suite>.json,
 .md and .png; the tables are rewritten after each finished row, so an
@@ -24,6 +24,9 @@ def main(argv=None):
                   "(default: results/)")
   ap.add_argument("--aggregate_only", action="store_true",
                   help="only rebuild json / md / png from the cells on disk")
+  ap.add_argument("--force", action="store_true",
+                  help="rewrite the tables even where the cells on disk hold fewer seeds than "
+                       "results/<suite>.json records")
   args = ap.parse_args(argv)
   s, path = suite_lib.load(args.suite)
   seeds = args.seeds if args.seeds is not None else s["seeds"]
@@ -32,7 +35,7 @@ def main(argv=None):
   runs_dir = os.path.abspath(args.runs_dir or os.path.join(suite_lib.REPO, "results", "runs",
                                                            s["name"]))
   out_dir = os.path.abspath(args.out_dir or os.path.join(suite_lib.REPO, "results"))
-  write = lambda *_: aggregate.write_all(s, runs_dir, out_dir, seeds)
+  write = lambda *_: aggregate.write_all(s, runs_dir, out_dir, seeds, force=args.force)
   if not args.aggregate_only:
     rows = suite_lib.select_rows(s, args.only)
     cells = suite_lib.cells(rows, seeds, runs_dir)

@@ -10,6 +10,7 @@ import glob
 import json
 import math
 import os
+import textwrap
 from typing import Dict, List
 
 import numpy as np
@@ -190,7 +191,7 @@ def chart(res: dict, s, path: str):
   plt.close(fig)
 
 
-def loss_curves(s, runs_dir: str, path: str):
+def loss_curves(s, runs_dir: str, path: str, res: dict = None):
   """Pre-training curves of every trained row (each seed a line): the loss and
   every other logged scalar named *_acc or *top1 (e.g. MoCo's instance
   accuracy), or the suite's `curve_keys` (e.g. DINO's collapse monitors), so a
@@ -201,48 +202,89 @@ def loss_curves(s, runs_dir: str, path: str):
   panels = []
   for row in s["rows"]:
     for d in sorted(glob.glob(os.path.join(os.path.abspath(runs_dir), row.name, "seed*"))):
-      recs = [r for r in suite_lib.read_jsonl(os.path.join(d, "pretrain", "metrics.jsonl"))
-              if r.get("kind") == "train"]
+      every = suite_lib.read_jsonl(os.path.join(d, "pretrain", "metrics.jsonl"))
+      recs = [r for r in every if r.get("kind") == "train"]
+      # kNN during pre-training (config.eval_every): when a row crosses a reference.
+      knn = [(r["step"], r["knn/top1"]) for r in every
+             if r.get("kind") == "eval" and "knn/top1" in r]
       if recs:
-        panels.append((row, os.path.basename(d), recs))
+        panels.append((row, os.path.basename(d), recs, knn))
   rows = list(dict.fromkeys(p[0].name for p in panels))
   if not rows:
     return None
-  fig, axes = plt.subplots(1, len(rows), figsize=(3.2 * len(rows), 2.8), squeeze=False)
+  fig, axes = plt.subplots(1, len(rows), figsize=(max(4.5, 3.2 * len(rows)), 3.0), squeeze=False)
   for ax, name in zip(axes[0], rows):
-    for row, seed, recs in (p for p in panels if p[0].name == name):
+    right = knn_ax = None  # twin axes made once per panel, on first use
+    for row, seed, recs, knn in (p for p in panels if p[0].name == name):
       steps = [r["step"] for r in recs]
       ax.plot(steps, [r["loss"] for r in recs], label=f"loss {seed}")
       ax.set_title(row.label, fontsize=8)
       extra = ([k for k in s.get("curve_keys", ()) if k in recs[-1]]
                or [k for k in recs[-1] if k.endswith("_acc") or k.endswith("top1")])
       if extra:
-        ax2 = ax.twinx() if not hasattr(ax, "_twin") else ax._twin  # pylint: disable=protected-access
-        ax._twin = ax2  # pylint: disable=protected-access
+        right = right or ax.twinx()
         for k in extra:
-          ax2.plot(steps, [r.get(k, float("nan")) for r in recs], "--", label=f"{k} {seed}")
-        ax2.tick_params(labelsize=6)
+          right.plot(steps, [r.get(k, float("nan")) for r in recs], "--", label=f"{k} {seed}")
+        right.tick_params(labelsize=6)
+      if knn:
+        # Its own axis (percent; the accuracies above are fractions), offset outward.
+        if knn_ax is None:
+          knn_ax = ax.twinx()
+          knn_ax.spines["right"].set_position(("axes", 1.18 if extra else 1.0))
+          # The reference rows' final kNN (raw pixels, random init, supervised):
+          # where the curve crosses them is the question this plot answers.
+          for ref in (res or {}).get("rows", {}).values():
+            knn_ref = ref.get("summary", {}).get("knn")
+            if ref.get("role") == "reference" and knn_ref:
+              knn_ax.axhline(knn_ref["mean"], color="gray", lw=0.6, ls="-.")
+              knn_ax.annotate(ref["label"], (0, knn_ref["mean"]), fontsize=5, color="gray",
+                              xycoords=("axes fraction", "data"), va="bottom")
+        knn_ax.plot(*zip(*knn), "o:", markersize=3, label=f"kNN top-1 {seed}")
+        knn_ax.tick_params(labelsize=6)
     ax.set_xlabel("step", fontsize=7)
     ax.tick_params(labelsize=6)
   what = ", ".join(s["curve_keys"]) if s.get("curve_keys") else "accuracies"
-  fig.suptitle(f"pre-training loss (solid) and {what} (dashed, right axis)", fontsize=8)
+  knn_note = "; kNN top-1 % during pre-training (dots, outer axis)" if any(p[3] for p in panels) else ""
+  title = f"pre-training loss (solid) and {what} (dashed, right axis){knn_note}"
+  fig.suptitle("\n".join(textwrap.wrap(title, width=int(15 * fig.get_figwidth()))), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=110)
   plt.close(fig)
   return path
 
 
-def write_all(s, runs_dir: str, out_dir: str, seeds: int = None):
+def lost_values(old: dict, new: dict) -> List[str]:
+  """'row/column: n_old -> n_new' wherever `new` holds fewer seeds than `old`."""
+  lost = []
+  for name, row in old.get("rows", {}).items():
+    for col, v in row.get("summary", {}).items():
+      n_new = new["rows"].get(name, {}).get("summary", {}).get(col, {}).get("n", 0)
+      if n_new < v["n"]:
+        lost.append(f"{name}/{col}: {v['n']} -> {n_new}")
+  return lost
+
+
+def write_all(s, runs_dir: str, out_dir: str, seeds: int = None, force: bool = False):
   del seeds    # every seed found on disk counts
   res = collect(s, runs_dir)
   os.makedirs(out_dir, exist_ok=True)
   base = os.path.join(out_dir, s["name"])
+  # A checkout without the cells (they live in results/runs/, not in git) must
+  # not overwrite the committed table with an empty one.
+  if os.path.exists(base + ".json") and not force:
+    with open(base + ".json") as f:
+      lost = lost_values(json.load(f), res)
+    if lost:
+      raise SystemExit(
+          f"[results] refusing to rewrite {base}.json: the cells under {runs_dir} hold fewer "
+          f"seeds than it records ({'; '.join(lost[:6])}{' ...' if len(lost) > 6 else ''}). "
+          "Point --runs_dir at the cells, or pass --force to rewrite from what is on disk.")
   with open(base + ".json", "w") as f:
     json.dump(res, f, indent=1, default=str)
   with open(base + ".md", "w") as f:
     f.write(markdown(res, s))
   chart(res, s, base + ".png")
   files = [base + ".json", base + ".md", base + ".png"]
-  if loss_curves(s, runs_dir, base + "_curves.png"):
+  if loss_curves(s, runs_dir, base + "_curves.png", res):
     files.append(base + "_curves.png")
   return files
