@@ -131,25 +131,30 @@ def test_aggregate_mean_std_and_twin_difference(tmp_path):
   assert "\n| method |" not in base_table
 
 
-def test_aggregate_refuses_to_drop_recorded_seeds(tmp_path):
-  """A checkout without the cells must not overwrite a committed table."""
+def test_aggregate_keeps_recorded_seeds_and_refuses_to_drop_them(tmp_path):
+  """The cells are not in git: a later sitting adds a seed to a committed
+  table; a row whose recipe changed must not lose its record silently."""
+  row = suite_lib.Row("m", "method", ("frozen",), config="x.py", overrides={"lr": 1})
   s = dict(name="fake", jobs={"frozen": ("configs/eval/knn.py", {})},
-           columns={"knn": ("frozen", "knn/top1", "kNN")},
-           rows=[suite_lib.Row("m", "method", ("frozen",), config="x.py")])
-  runs, out = str(tmp_path / "runs"), str(tmp_path / "out")
+           columns={"knn": ("frozen", "knn/top1", "kNN")}, rows=[row])
+  runs, later, out = (str(tmp_path / d) for d in ("runs", "later", "out"))
   for k, v in enumerate([70.0, 71.0]):
     _fake_cell(runs, "m", k, "frozen", "knn/top1", v)
   aggregate.write_all(s, runs, out)
-  empty = str(tmp_path / "elsewhere")
-  with pytest.raises(SystemExit, match=r"m/knn: 2 -> 0.*--force"):
-    aggregate.write_all(s, empty, out)
+  _fake_cell(later, "m", 2, "frozen", "knn/top1", 75.0)   # seed 2 only, elsewhere
+  aggregate.write_all(s, later, out)
   with open(os.path.join(out, "fake.json")) as f:
-    assert json.load(f)["rows"]["m"]["summary"]["knn"]["n"] == 2
-  _fake_cell(runs, "m", 2, "frozen", "knn/top1", 72.0)   # more seeds: fine
-  aggregate.write_all(s, runs, out)
-  aggregate.write_all(s, empty, out, force=True)
+    rec = json.load(f)["rows"]["m"]
+  assert [(c["seed"], c.get("recorded", False)) for c in rec["cells"]] == [
+      (0, True), (1, True), (2, False)]
+  np.testing.assert_allclose(rec["summary"]["knn"]["mean"], 72.0)
+  changed = dict(s, rows=[suite_lib.Row("m", "method", ("frozen",), config="x.py",
+                                        overrides={"lr": 2})])
+  with pytest.raises(SystemExit, match=r"m/knn: 3 -> 1.*--force"):
+    aggregate.write_all(changed, later, out)
+  aggregate.write_all(changed, later, out, force=True)
   with open(os.path.join(out, "fake.json")) as f:
-    assert "knn" not in json.load(f)["rows"]["m"]["summary"]
+    assert json.load(f)["rows"]["m"]["summary"]["knn"]["n"] == 1
 
 
 def test_twin_and_baseline_must_name_rows(tmp_path):

@@ -69,8 +69,20 @@ def _cell_record(cell, s) -> dict:
   return rec
 
 
-def collect(s, runs_dir: str) -> dict:
-  """Every row's cells found on disk (any number of seeds) and summaries."""
+def _same_recipe(row, recorded: dict) -> bool:
+  """Whether a row recorded in an earlier json still has this config."""
+  now = json.loads(json.dumps({"config": row.config or f"reference: {row.export}",
+                               "overrides": row.overrides}, default=str))
+  return now == {"config": recorded.get("config"), "overrides": recorded.get("overrides")}
+
+
+def collect(s, runs_dir: str, recorded: dict = None) -> dict:
+  """Every row's cells found on disk (any number of seeds) and summaries.
+
+  `recorded` (an earlier results/<suite>.json): its cells whose folders are
+  not on disk are kept (`"recorded": true`): the cells are not in git, so a
+  later sitting can add seeds to a committed table. Only while the row's
+  config and overrides are unchanged; a cell on disk wins over its record."""
   out = {"suite": s["name"], "budget": s.get("budget", ""),
          "jobs": {j: {"config": v[0], "overrides": v[1]} for j, v in s["jobs"].items()},
          "columns": {c: {"job": v[0], "metric": v[1], "title": v[2]}
@@ -81,6 +93,11 @@ def collect(s, runs_dir: str) -> dict:
                        key=lambda d: int(os.path.basename(d)[4:]))
     cells = [suite_lib.Cell(row, int(os.path.basename(d)[4:]), d) for d in seed_dirs]
     recs = [_cell_record(c, s) for c in cells]
+    old = (recorded or {}).get("rows", {}).get(row.name)
+    if old and _same_recipe(row, old):
+      on_disk = {c.seed for c in cells}
+      recs += [dict(r, recorded=True) for r in old["cells"] if r["seed"] not in on_disk]
+      recs.sort(key=lambda r: r["seed"])
     summary = {}
     for p in row_columns(row, s):
       vals = [r["metrics"][p] for r in recs if p in r["metrics"]]
@@ -266,19 +283,22 @@ def lost_values(old: dict, new: dict) -> List[str]:
 
 def write_all(s, runs_dir: str, out_dir: str, seeds: int = None, force: bool = False):
   del seeds    # every seed found on disk counts
-  res = collect(s, runs_dir)
-  os.makedirs(out_dir, exist_ok=True)
   base = os.path.join(out_dir, s["name"])
-  # A checkout without the cells (they live in results/runs/, not in git) must
-  # not overwrite the committed table with an empty one.
+  recorded = None
   if os.path.exists(base + ".json") and not force:
     with open(base + ".json") as f:
-      lost = lost_values(json.load(f), res)
-    if lost:
-      raise SystemExit(
-          f"[results] refusing to rewrite {base}.json: the cells under {runs_dir} hold fewer "
-          f"seeds than it records ({'; '.join(lost[:6])}{' ...' if len(lost) > 6 else ''}). "
-          "Point --runs_dir at the cells, or pass --force to rewrite from what is on disk.")
+      recorded = json.load(f)
+  res = collect(s, runs_dir, recorded)
+  os.makedirs(out_dir, exist_ok=True)
+  # Recorded cells of a row whose recipe changed are not merged: refuse to drop
+  # them silently (the cells live in results/runs/, not in git).
+  lost = lost_values(recorded, res) if recorded else []
+  if lost:
+    raise SystemExit(
+        f"[results] refusing to rewrite {base}.json: it records more seeds than the cells under "
+        f"{runs_dir} and the rows' current recipes give ({'; '.join(lost[:6])}"
+        f"{' ...' if len(lost) > 6 else ''}). Point --runs_dir at the cells, or pass --force "
+        "to rewrite from what is on disk alone.")
   with open(base + ".json", "w") as f:
     json.dump(res, f, indent=1, default=str)
   with open(base + ".md", "w") as f:
