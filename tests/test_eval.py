@@ -193,3 +193,18 @@ def test_evaluate_knn_and_linear_end_to_end_with_random_init_twin(encoder_and_da
     assert res[f"linear/train_top1{suffix}"] == pytest.approx(want["train_top1"])
   # The bright / dark classes are easy: the probe of the random encoder fits them.
   assert res["knn/top1"] > 50.0
+
+
+def test_block_features_of_a_cnn_or_past_the_depth_name_the_fix():
+  """Block-wise probes (dense probe, SemanticMIM's block-4 linear) on an
+  encoder without block outputs, or past its depth: one clear setting error,
+  not a TypeError / IndexError from inside the compiled function."""
+  from ssl_jax import config_check   # pylint: disable=g-import-not-at-top
+  cnn = models.build(dict(name="resnet", variant="tiny"))
+  with pytest.raises(config_check.ConfigError, match=r"block=2: .*ViT-family.*ResNet.*block=-1"):
+    features.apply_fn(export.Encoder(cnn, {}, {}, {}), "patch", 2)
+  features.apply_fn(export.Encoder(cnn, {}, {}, {}), "patch", -1)   # final map: fine
+  vit = models.build(dict(name="vit", width=32, depth=2, num_heads=2, patch_size=4))
+  with pytest.raises(config_check.ConfigError, match=r"2 blocks; valid: -1 .* or 0..1"):
+    features.apply_fn(export.Encoder(vit, {}, {}, {}), "patch", 5)
+  features.apply_fn(export.Encoder(vit, {}, {}, {}), "patch", 1)

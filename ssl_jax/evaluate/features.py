@@ -1,9 +1,11 @@
 """Frozen-encoder features, computed batch by batch, sharded over the mesh."""
+import inspect
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssl_jax import sharding
+from ssl_jax import config_check, sharding
 from ssl_jax.progress import Progress
 from ssl_jax.registry import check_choice
 
@@ -40,8 +42,27 @@ def select(out, feature: str, block: int = -1):
   return patch
 
 
+def check_block(module, block: int):
+  """Block-wise features exist for ViT-family encoders only, and up to their
+  depth; anything else is a setting to fix, said before anything compiles."""
+  if block == -1:
+    return
+  name = type(module).__name__
+  if "return_hidden" not in inspect.signature(type(module).__call__).parameters:
+    raise config_check.ConfigError(
+        f"eval block={block}: block-wise features need a ViT-family encoder, and this export's "
+        f"{name} gives only its final feature map. Set the protocol's block to -1 (e.g. "
+        "--config.eval.dense_probe.block=-1 or --config.eval.block=-1).")
+  depth = getattr(module, "depth", None)
+  if depth is not None and not -1 <= block < depth:
+    raise config_check.ConfigError(
+        f"eval block={block}: this export's {name} has {depth} blocks; valid: -1 (the final, "
+        f"normed output) or 0..{depth - 1}.")
+
+
 def apply_fn(encoder, feature: str, block: int):
   module = encoder.module
+  check_block(module, block)
   kwargs = {"return_hidden": True} if block != -1 else {}
 
   def fn(variables, images):
