@@ -142,7 +142,11 @@ def test_aggregate_keeps_recorded_seeds_and_refuses_to_drop_them(tmp_path):
     _fake_cell(runs, "m", k, "frozen", "knn/top1", v)
   aggregate.write_all(s, runs, out)
   _fake_cell(later, "m", 2, "frozen", "knn/top1", 75.0)   # seed 2 only, elsewhere
+  with open(os.path.join(out, "fake_curves.png"), "wb") as f:
+    f.write(b"seeds 0-1")       # drawn when they were on disk: not redrawn from seed 2 alone
   aggregate.write_all(s, later, out)
+  with open(os.path.join(out, "fake_curves.png"), "rb") as f:
+    assert f.read() == b"seeds 0-1"
   with open(os.path.join(out, "fake.json")) as f:
     rec = json.load(f)["rows"]["m"]
   assert [(c["seed"], c.get("recorded", False)) for c in rec["cells"]] == [

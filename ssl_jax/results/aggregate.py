@@ -305,6 +305,12 @@ def write_all(s, runs_dir: str, out_dir: str, seeds: int = None, force: bool = F
     f.write(markdown(res, s))
   chart(res, s, base + ".png")
   files = [base + ".json", base + ".md", base + ".png"]
-  if loss_curves(s, runs_dir, base + "_curves.png", res):
+  # The curves need every cell's metrics.jsonl: with cells known only from the
+  # record, an existing picture (drawn when they were on disk) is kept.
+  partial = any(c.get("recorded") for r in res["rows"].values() for c in r["cells"])
+  if partial and os.path.exists(base + "_curves.png"):
+    print(f"[results] kept {base}_curves.png: some cells are known only from {base}.json",
+          flush=True)
+  elif loss_curves(s, runs_dir, base + "_curves.png", res):
     files.append(base + "_curves.png")
   return files
