@@ -24,6 +24,9 @@ Protocols (CPU variants of configs/eval/, the same for every row):
             at the same fine-tuning budget, 002 Tab. 6's comparison)
   tran1     one transformer block over the frozen map + linear, 10 epochs,
             5k / 2k images (Mobile-Former rows, 000 Tab. 11)
+  dense     1x1-conv probe on the final 8x8 feature map (ViT patch tokens,
+            Mobile-Former's last stage), Fashion-MNIST foreground masks (11
+            classes), 3k / 1k images, 8 epochs: mIoU (every row but pixels)
 Representations: mean-pooled tokens (ViT), "pool concat" (Mobile-Former).
 
 004 Tab. 4's three teachers are three CR2PQ rows: pixels (`cr2pq`), a frozen
@@ -46,7 +49,10 @@ CR2PQ pixel / frozen-MAE / EMA teacher 64.6 / 73.3 (50.6), 68.0 / 73.5 (57.4)
 and 63.8 / 72.2 (52.6); w256 d6 random 69.2 / 77.8 (48.0, seeds 35-56),
 MAE teacher 73.9 / 78.9 (67.8);
 MF-tiny random 63.1 / 76.2, MoCo v2 71.3 / 78.8, QB-Heat 63.7 / 77.2,
-supervised 72.9 / 76.7. Every fine-tune and tran-1 cell runs the trainer job
+supervised 72.9 / 76.7. Dense mIoU: ViT-S4 random 15.3, supervised 47.7, MAE
+30.9, D-MAE 39.0, D²-MAE 38.6, CR2PQ pixel / MAE / EMA 10.6 / 20.5 / 15.3; MAE
+teacher 42.2 (its twin 12.2); MF-tiny random 5.6, MoCo v2 23.2, QB-Heat 16.8,
+supervised 26.6. Every fine-tune and tran-1 cell runs the trainer job
 (the cells first measured with the retired in-memory loops were rerun).
 
 Recipe changes against the methods' 1-epoch CPU configs (each listed in
@@ -75,62 +81,64 @@ NEVER_TRAINED = {"num_epochs": 0.0}
 ROWS = [
     Row("pixels", "raw pixels", ("frozen",), export="pixels", role="reference",
         eval_overrides={"eval.feature": "cls"}),
-    Row("random_vit", "random init (ViT-S4)", ("frozen", "finetune", "analyze"),
+    Row("random_vit", "random init (ViT-S4)", ("frozen", "dense", "finetune", "analyze"),
         config="configs/supervised.py:vit_small4", overrides=NEVER_TRAINED,
         eval_overrides=VIT_EVAL, role="reference"),
-    Row("supervised_vit", "supervised (ViT-S4)", ("frozen", "finetune"),
+    Row("supervised_vit", "supervised (ViT-S4)", ("frozen", "dense", "finetune"),
         config="configs/supervised.py:vit_small4", eval_overrides=VIT_EVAL,
         twin="random_vit", role="reference"),
-    Row("mae", "MAE (ViT-S4)", ("frozen", "finetune", "analyze"),
+    Row("mae", "MAE (ViT-S4)", ("frozen", "dense", "finetune", "analyze"),
         config="configs/mae.py:vit_tiny", overrides={"model": VIT_S4},
         eval_overrides=VIT_EVAL, twin="random_vit"),
-    Row("random_mf", "random init (MF-tiny)", ("frozen", "tran1"),
+    Row("random_mf", "random init (MF-tiny)", ("frozen", "dense", "tran1"),
         config="configs/supervised.py:mf_tiny", overrides=NEVER_TRAINED,
         eval_overrides=MF_EVAL, role="reference"),
-    Row("mocov2", "MoCo v2 (MF-tiny)", ("frozen", "tran1"),
+    Row("mocov2", "MoCo v2 (MF-tiny)", ("frozen", "dense", "tran1"),
         config="configs/mocov2.py:mf_tiny",
         overrides={"mocov2.queue_size": 1024, "mocov2.momentum": 0.99, "optim.base_lr": 0.12},
         eval_overrides=MF_EVAL, twin="random_mf"),
-    Row("qbheat", "QB-Heat (MF-tiny)", ("frozen", "tran1"),
+    Row("qbheat", "QB-Heat (MF-tiny)", ("frozen", "dense", "tran1"),
         config="configs/qbheat.py:mf_tiny", eval_overrides=MF_EVAL, twin="random_mf",
         baseline="mocov2"),   # 000 Tab. 11: QB-Heat above MoCo v2 on tran-1 and linear
-    Row("cr2pq", "CR2PQ, pixel teacher (ViT-S4)", ("frozen", "finetune"),
+    Row("cr2pq", "CR2PQ, pixel teacher (ViT-S4)", ("frozen", "dense", "finetune"),
         config="configs/cr2pq.py:vit_tiny", eval_overrides=VIT_EVAL, twin="random_vit"),
-    Row("supervised_mf", "supervised (MF-tiny)", ("frozen", "tran1"),
+    Row("supervised_mf", "supervised (MF-tiny)", ("frozen", "dense", "tran1"),
         config="configs/supervised.py:mf_tiny", eval_overrides=MF_EVAL, twin="random_mf",
         role="reference"),
     # 004 Tab. 4: CR2PQ with a frozen MAE teacher (the same seed's MAE row).
-    Row("cr2pq_mae", "CR2PQ, frozen MAE teacher (ViT-S4)", ("frozen", "finetune"),
+    Row("cr2pq_mae", "CR2PQ, frozen MAE teacher (ViT-S4)", ("frozen", "dense", "finetune"),
         config="configs/cr2pq.py:vit_tiny", overrides={"cr2pq.teacher": "frozen"},
         export_flags={"cr2pq.teacher_path": "mae"}, eval_overrides=VIT_EVAL, twin="random_vit",
         baseline="cr2pq"),
     # 004 Tab. 4's first row: the EMA of the student as teacher (44.1 AP-box,
     # below the pixel teacher's 45.2 and a frozen MAE ViT-B's 46.5).
-    Row("cr2pq_ema", "CR2PQ, EMA teacher (ViT-S4)", ("frozen", "finetune"),
+    Row("cr2pq_ema", "CR2PQ, EMA teacher (ViT-S4)", ("frozen", "dense", "finetune"),
         config="configs/cr2pq.py:vit_tiny", overrides={"cr2pq.teacher": "ema"},
         eval_overrides=VIT_EVAL, twin="random_vit", baseline="cr2pq"),
     # The teacher architecture never trained: its fine-tuning cell is the
     # from-scratch model at the same fine-tuning budget, the comparison MAE
     # fine-tuning must win (issue 11; MAE Tab. 1's "scratch" row).
-    Row("random_teacher", "random init (ViT w256 d6)", ("frozen", "finetune", "analyze"),
+    Row("random_teacher", "random init (ViT w256 d6)",
+        ("frozen", "dense", "finetune", "analyze"),
         config="configs/supervised.py:vit_small4",
         overrides={"model": TEACHER, **NEVER_TRAINED}, eval_overrides=VIT_EVAL,
         role="reference"),
     # 002 Sec. 5: the teacher must first be shown better than the student-size
     # MAE (fine-tuning; attention distance / entropy, Fig. 7) before students
     # distil from it. Not at the equal budget: a teacher is pre-trained apart.
-    Row("dmae_teacher", "MAE teacher (ViT w256 d6, 2 epochs)", ("frozen", "finetune", "analyze"),
+    Row("dmae_teacher", "MAE teacher (ViT w256 d6, 2 epochs)",
+        ("frozen", "dense", "finetune", "analyze"),
         config="configs/dmae.py:teacher_cpu",
         overrides={"model": TEACHER, "num_epochs": 2.0, "mae.decoder": dict(width=96, depth=1,
                                                                              num_heads=3)},
         # Its premise is against the student-size MAE (baseline table); its
         # twin is the same w256 d6 ViT never trained.
         eval_overrides=VIT_EVAL, twin="random_teacher", baseline="mae"),
-    Row("dmae", "D-MAE (ViT-S4)", ("frozen", "finetune"),
+    Row("dmae", "D-MAE (ViT-S4)", ("frozen", "dense", "finetune"),
         config="configs/dmae.py:dmae_cpu", overrides={"model": VIT_S4, "num_epochs": 1.0},
         export_flags={"dmae.teacher": "dmae_teacher@0"}, eval_overrides=VIT_EVAL,
         twin="random_vit", baseline="mae"),   # 002: students above plain MAE
-    Row("d2mae", "D²-MAE (ViT-S4)", ("frozen", "finetune"),
+    Row("d2mae", "D²-MAE (ViT-S4)", ("frozen", "dense", "finetune"),
         config="configs/dmae.py:d2mae_cpu",
         # 002 Tab. 5: the decoder reads layer 8 of 12; here layer 3 of 4.
         overrides={"model": VIT_S4, "num_epochs": 1.0, "dmae.decoder_layer": 3},
@@ -151,6 +159,9 @@ SUITE = dict(
         "finetune": ("configs/eval/finetune.py:cpu", {}),
         "tran1": ("configs/eval/decoder_probe.py:cpu", {}),
         "analyze": ("configs/eval/analyze.py:cpu", {"eval.analyze.compare_random_init": False}),
+        # Every method's dense probe (issue 11): a 1x1 conv on the final 8x8 feature
+        # map (ViT patch tokens, the CNN's last stage), foreground masks, 3k / 1k images.
+        "dense": ("configs/eval/dense_probe.py:cpu", {"eval.dense_probe.block": -1}),
     },
     # table column -> (job, metric key in the job's metrics.jsonl, title)
     columns={
@@ -158,10 +169,11 @@ SUITE = dict(
         "linear": ("frozen", "linear/top1", "linear top-1"),
         "finetune": ("finetune", "finetune/top1", "fine-tune top-1"),
         "tran1": ("tran1", "decoder_probe/top1", "tran-1 top-1"),
+        "dense": ("dense", "dense_probe/miou", "dense-probe mIoU"),
         "attn_dist": ("analyze", "analyze/attn_distance_last", "attn. distance, last block (px)"),
         "attn_ent": ("analyze", "analyze/attn_entropy_last", "attn. entropy, last block (nats)"),
     },
-    chart_columns=("knn", "linear", "finetune", "tran1"),
+    chart_columns=("knn", "linear", "finetune", "tran1", "dense"),
     rows=ROWS,
 )
 

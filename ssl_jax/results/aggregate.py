@@ -197,7 +197,7 @@ def chart(res: dict, s, path: str):
       ax.bar(xs, ms, width, yerr=es, capsize=2, label=s["columns"][p][2])
   ax.set_xticks(range(len(rows)))
   ax.set_xticklabels([r["label"] for _, r in rows], rotation=30, ha="right", fontsize=8)
-  ax.set_ylabel("top-1 (%)")
+  ax.set_ylabel("%  (top-1, or mIoU as the legend says)")
   lo = min((r["summary"][p]["mean"] for _, r in rows for p in protos if p in r["summary"]),
            default=0)
   ax.set_ylim(max(0, lo - 10), 100)
