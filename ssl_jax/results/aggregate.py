@@ -261,7 +261,8 @@ def loss_curves(s, runs_dir: str, path: str, res: dict = None):
     ax.set_xlabel("step", fontsize=7)
     ax.tick_params(labelsize=6)
   what = ", ".join(s["curve_keys"]) if s.get("curve_keys") else "accuracies"
-  knn_note = "; kNN top-1 % during pre-training (dots, outer axis)" if any(p[3] for p in panels) else ""
+  knn_note = ("; kNN top-1 % during pre-training (dots, outer axis)"
+              if any(p[3] for p in panels) else "")
   title = f"pre-training loss (solid) and {what} (dashed, right axis){knn_note}"
   fig.suptitle("\n".join(textwrap.wrap(title, width=int(15 * fig.get_figwidth()))), fontsize=8)
   fig.tight_layout()
