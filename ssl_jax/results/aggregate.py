@@ -69,11 +69,15 @@ def _cell_record(cell, s) -> dict:
   return rec
 
 
+def _recipe(row) -> dict:
+  """What a row's cells were trained with, as results/<suite>.json records it."""
+  return {"config": row.config or f"reference: {row.export}", "overrides": row.overrides}
+
+
 def _same_recipe(row, recorded: dict) -> bool:
   """Whether a row recorded in an earlier json still has this config."""
-  now = json.loads(json.dumps({"config": row.config or f"reference: {row.export}",
-                               "overrides": row.overrides}, default=str))
-  return now == {"config": recorded.get("config"), "overrides": recorded.get("overrides")}
+  now = json.loads(json.dumps(_recipe(row), default=str))
+  return now == {k: recorded.get(k) for k in now}
 
 
 def collect(s, runs_dir: str, recorded: dict = None) -> dict:
@@ -104,9 +108,8 @@ def collect(s, runs_dir: str, recorded: dict = None) -> dict:
       if vals:
         summary[p] = summarize(vals)
     out["rows"][row.name] = {"label": row.label, "role": row.role, "twin": row.twin,
-                             "baseline": row.baseline,
-                             "config": row.config or f"reference: {row.export}",
-                             "overrides": row.overrides, "cells": recs, "summary": summary}
+                             "baseline": row.baseline, **_recipe(row),
+                             "cells": recs, "summary": summary}
   for name, r in out["rows"].items():
     for field in ("twin", "baseline"):
       other = out["rows"].get(r[field]) if r[field] else None
