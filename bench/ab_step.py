@@ -25,6 +25,7 @@ from bench import common
 from bench.bench_mae_step import config_for
 from ssl_jax import sharding
 from ssl_jax import train as train_lib
+from ssl_jax.models import dino_head
 from ssl_jax.models import vit as vit_lib
 from ssl_jax.ops import masking
 
@@ -56,6 +57,9 @@ VARIANTS = {
     "gather_onehot": lambda: _patch(masking, "gather_tokens", _gather_onehot),
     "nan_guard_select": lambda: _patch(train_lib, "if_finite", _if_finite_select),
     "embed_all": lambda: _patch(vit_lib, "VISIBLE_ONLY_EMBED", False),
+    # DINO head's weight norm as the column reduction it was before
+    "colnorm_reduce": lambda: _patch(dino_head, "column_norms",
+                                     lambda v: jnp.linalg.norm(v, axis=0, keepdims=True)),
 }
 
 

@@ -5,6 +5,7 @@ process (not a test; needs requirements-bench.txt).
   python -m bench.compare_torch                       # ViT-Ti/16, batch 64, 224 px, fp32
   python -m bench.compare_torch --repeats 7 --steps 3 --threads 2
   python -m bench.compare_torch --task full      # the unmasked (supervised) ViT-Ti/16 step
+  python -m bench.compare_torch --task dino --batch 8   # DINO multi-crop, ViT-Ti/16
 
 The step: MAE ViT-Tiny/16 (width 192, 12 blocks, 12 heads; 002 Sec. 3.1),
 per-sample shuffle masking at ratio 0.75, a 1-block 96-wide decoder
@@ -30,6 +31,7 @@ of the step (the same model for both) / step time / the measured fp32
 matmul rate (2048^2, the faster of jax's and torch's).
 """
 import argparse
+import copy
 import time
 
 import jax
@@ -154,10 +156,97 @@ class TorchSupervised(nn.Module):
     return F.cross_entropy(logits, labels, label_smoothing=0.1)
 
 
+class TorchDINOViT(nn.Module):
+  """DINO's vision_transformer.py ViT (learned position table resized per
+  crop size, CLS output after the final norm), blocks as above."""
+
+  def __init__(self, img=224, patch=16, dim=192, depth=12, heads=3):
+    super().__init__()
+    self.grid = img // patch
+    self.patch_embed = nn.Conv2d(3, dim, patch, patch)
+    self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+    self.pos_embed = nn.Parameter(torch.randn(1, 1 + self.grid ** 2, dim) * 0.02)
+    self.blocks = nn.ModuleList([Block(dim, heads) for _ in range(depth)])
+    self.norm = nn.LayerNorm(dim, eps=1e-6)
+
+  def forward(self, imgs):
+    x = self.patch_embed(imgs).flatten(2).transpose(1, 2)
+    g, d = int(round(x.shape[1] ** 0.5)), x.shape[-1]
+    pos = self.pos_embed[:, 1:]
+    if g != self.grid:                  # interpolate_pos_encoding (bicubic)
+      pos = pos.reshape(1, self.grid, self.grid, d).permute(0, 3, 1, 2)
+      pos = F.interpolate(pos, size=(g, g), mode="bicubic", align_corners=False)
+      pos = pos.permute(0, 2, 3, 1).reshape(1, g * g, d)
+    x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1) + self.pos_embed[:, :1], x + pos], 1)
+    for blk in self.blocks:
+      x = blk(x)
+    return self.norm(x)[:, 0]
+
+
+class TorchDINOHead(nn.Module):
+  """DINOHead: 3-layer GELU MLP (2048) -> 256 -> L2 norm -> weight-normalised
+  linear to K prototypes with the norm fixed at 1 (norm_last_layer)."""
+
+  def __init__(self, dim, out_dim=65536, hidden=2048, bottleneck=256):
+    super().__init__()
+    self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, hidden),
+                             nn.GELU(), nn.Linear(hidden, bottleneck))
+    self.v = nn.Parameter(torch.randn(out_dim, bottleneck) * bottleneck ** -0.5)
+
+  def forward(self, x):
+    x = F.normalize(self.mlp(x), dim=-1)
+    return F.linear(x, self.v / self.v.norm(dim=1, keepdim=True))
+
+
+class TorchDINO(nn.Module):
+  """main_dino.py's step: student on 2 global + N local crops (one backbone
+  call per crop size, one head call), EMA teacher on the globals, DINOLoss
+  (centred, sharpened teacher; cross-entropy over every pair of different
+  crops), centre EMA."""
+
+  def __init__(self, img=224, out_dim=65536):
+    super().__init__()
+    self.student = nn.ModuleDict(dict(backbone=TorchDINOViT(img), head=TorchDINOHead(192, out_dim)))
+    self.teacher = copy.deepcopy(self.student).requires_grad_(False)
+    self.register_buffer("center", torch.zeros(1, out_dim))
+
+  def forward(self, global_crops, local_crops, student_temp=0.1, teacher_temp=0.04):
+    n_global = 2
+    s_cls = torch.cat([self.student.backbone(global_crops), self.student.backbone(local_crops)])
+    s_out = (self.student.head(s_cls) / student_temp).chunk(n_global + local_crops.shape[0]
+                                                            // (global_crops.shape[0] // n_global))
+    with torch.no_grad():
+      t_out = self.teacher.head(self.teacher.backbone(global_crops))
+      t_probs = F.softmax((t_out - self.center) / teacher_temp, dim=-1).chunk(n_global)
+    total, terms = 0.0, 0
+    for iq, q in enumerate(t_probs):
+      for v, s in enumerate(s_out):
+        if v != iq:
+          total = total + torch.sum(-q * F.log_softmax(s, dim=-1), dim=-1).mean()
+          terms += 1
+    with torch.no_grad():
+      self.center.mul_(0.9).add_(t_out.mean(0, keepdim=True), alpha=0.1)
+    return total / terms
+
+  @torch.no_grad()
+  def ema(self, m=0.996):
+    for ps, pt in zip(self.student.parameters(), self.teacher.parameters()):
+      pt.mul_(m).add_(ps.detach(), alpha=1 - m)
+
+
 def jax_config(task: str, batch: int, image_size: int):
   """ssl_jax's side of the comparison (the trainer's own config)."""
   if task == "mae":
     return config_for("Ti", batch, image_size, "float32")
+  if task == "dino":      # DINO's ViT-Ti/16 (3 heads), full head, 2 x 224 + 8 x 96 crops
+    c, _ = common.load_config("configs/dino.py:cpu")
+    c.model = dict(name="vit", variant="Ti", num_heads=3, patch_size=16, posemb="learn",
+                   drop_path=0.0)
+    c.dino.update(out_dim=65536, hidden_dim=2048, bottleneck_dim=256)
+    c.data.image_size, c.data.local_crop_size, c.data.num_local_crops = image_size, 96, 8
+    c.optim.frozen = ()          # main_dino freezes the last layer in epoch 0: neither does here
+    c.batch_size = batch
+    return c
   c, _ = common.load_config("configs/supervised.py:vit_tiny")
   c.model.patch_size = 16
   c.data.image_size, c.batch_size = image_size, batch
@@ -165,19 +254,31 @@ def jax_config(task: str, batch: int, image_size: int):
 
 
 def torch_step_fn(batch: int, image_size: int, lr: float, task: str = "mae"):
-  model = TorchMAE(img=image_size) if task == "mae" else TorchSupervised(img=image_size)
-  decay = [p for n, p in model.named_parameters() if p.ndim > 1 and "token" not in n]
-  no_decay = [p for n, p in model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
+  model = {"mae": TorchMAE, "full": TorchSupervised, "dino": TorchDINO}[task](img=image_size)
+  named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+  decay = [p for n, p in named if p.ndim > 1 and "token" not in n]
+  no_decay = [p for n, p in named if not (p.ndim > 1 and "token" not in n)]
   opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05},
-                           {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+                           {"params": no_decay, "weight_decay": 0.0}], lr=lr,
+                          betas=(0.9, 0.999) if task == "dino" else (0.9, 0.95))
   imgs = torch.randn(batch, 3, image_size, image_size)
-  inputs = (imgs,) if task == "mae" else (imgs, torch.randint(0, 10, (batch,)))
+  inputs = {"mae": lambda: (imgs,),
+            "full": lambda: (imgs, torch.randint(0, 10, (batch,))),
+            # crop-major like MultiCropWrapper: [2B, ...] globals, [8B, ...] locals
+            "dino": lambda: (torch.randn(2 * batch, 3, image_size, image_size),
+                             torch.randn(8 * batch, 3, 96, 96))}[task]()
 
   def step():
     opt.zero_grad(set_to_none=True)
     loss = model(*inputs)
     loss.backward()
+    if task == "dino":       # main_dino.py clip_gradients: each parameter's norm to 3.0
+      for p in model.parameters():
+        if p.grad is not None:
+          p.grad.mul_(torch.clamp(3.0 / (p.grad.norm() + 1e-6), max=1.0))
     opt.step()
+    if task == "dino":
+      model.ema()
     return float(loss.detach())
   return step
 
@@ -201,8 +302,8 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat and framework")
   p.add_argument("--threads", type=int, default=2)
-  p.add_argument("--task", default="mae", choices=("mae", "full"),
-                 help="full: the unmasked supervised ViT-Ti/16 step")
+  p.add_argument("--task", default="mae", choices=("mae", "full", "dino"),
+                 help="full: the unmasked supervised ViT-Ti/16 step; dino: DINO multi-crop")
   a = p.parse_args()
   if a.threads:
     common.pin_threads(a.threads)
@@ -239,8 +340,10 @@ def main():
   print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; torch {torch.__version__} "
         f"({torch.get_num_threads()} threads), jax {jax.__version__}; load before "
         f"{load_before}, after {common.load_average()}")
-  what = ("MAE ViT-Ti/16 (12 heads), decoder 1 x 96, mask 0.75, norm-pix, AdamW" if a.task == "mae"
-          else "supervised ViT-Ti/16 (12 heads), all tokens, mean pool, CE + smoothing, AdamW")
+  what = {"mae": "MAE ViT-Ti/16 (12 heads), decoder 1 x 96, mask 0.75, norm-pix, AdamW",
+          "full": "supervised ViT-Ti/16 (12 heads), all tokens, mean pool, CE + smoothing, AdamW",
+          "dino": "DINO ViT-Ti/16 (3 heads), head 2048-256-65536, 2 x 224 + 8 x 96 crops, "
+                  "EMA teacher, AdamW + per-param clip"}[a.task]
   print(f"{what}; batch "
         f"{a.batch}, {a.image_size} px, fp32; {a.repeats} alternated repeats x {a.steps} steps; "
         f"XLA FLOPs/step {flops / 1e9:.1f} G; fp32 matmul rate jax {jax_rate / 1e9:.1f}, "

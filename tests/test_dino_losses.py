@@ -121,6 +121,11 @@ def test_weight_normalised_last_layer_and_head():
   want = x @ (v / np.linalg.norm(v, axis=0, keepdims=True))
   got = layer.apply({"params": {"kernel": jnp.asarray(v)}}, x)
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-5, atol=1e-6)
+  # The column norms come from a matmul (speed); the gradient is still the textbook one.
+  ref = lambda k: jnp.sum(jnp.sin(x @ (k / jnp.linalg.norm(k, axis=0, keepdims=True))))
+  ours = lambda k: jnp.sum(jnp.sin(layer.apply({"params": {"kernel": k}}, x)))
+  np.testing.assert_allclose(np.asarray(jax.grad(ours)(jnp.asarray(v))),
+                             np.asarray(jax.grad(ref)(jnp.asarray(v))), rtol=1e-4, atol=1e-6)
   head = dino_head.DINOHead(out_dim=16, hidden_dim=8, bottleneck_dim=4)
   hp = head.init(jax.random.PRNGKey(1), x)["params"]
   assert set(hp) == {"mlp0", "mlp1", "mlp2", "last_layer"} and "bias" not in hp["last_layer"]
