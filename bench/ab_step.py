@@ -2,7 +2,7 @@
 (not a test). How a speed change earns its place (bench/README.md).
 
   python -m bench.ab_step --config configs/mae.py:vit_tiny --variant gather_onehot
-  python -m bench.ab_step --mae_ti16 --batch 64 --variant gather_onehot   # compare_torch's step
+  python -m bench.ab_step --task mae --batch 64 --variant gather_onehot   # compare_torch's step
 
 Variant B is variant A with `VARIANTS[name]` patched in while the step is
 traced (the patch is undone afterwards), or A compiled with other XLA
@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from bench import common
-from bench.bench_mae_step import config_for
+from bench import common, twin_configs
 from ssl_jax import sharding
 from ssl_jax import train as train_lib
 from ssl_jax.models import dino_head
@@ -66,8 +65,8 @@ VARIANTS = {
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--config", default="", help="configs/<x>.py:<variant>")
-  p.add_argument("--mae_ti16", action="store_true", help="bench_mae_step's ViT-Ti/16 MAE")
-  p.add_argument("--batch", type=int, default=0, help="0: the config's (--mae_ti16: 64)")
+  p.add_argument("--task", default="", help="compare_torch's step: one of mae, full, dino")
+  p.add_argument("--batch", type=int, default=0, help="0: the config's (--task: 64)")
   p.add_argument("--image_size", type=int, default=224)
   p.add_argument("--variant", required=True,
                  help=f"one of {sorted(VARIANTS)}, or xla:<option>=<value>[;...]")
@@ -79,8 +78,8 @@ def main():
   if a.threads:
     common.pin_threads(a.threads)
   mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  if a.mae_ti16:
-    config = config_for("Ti", a.batch or 64, a.image_size, "float32")
+  if a.task:
+    config = twin_configs.config(a.task, a.batch or 64, a.image_size)
   else:
     config, _ = common.load_config(a.config, a.set)
   s = common.setup(config, mesh, batch_size=a.batch or None)
@@ -101,7 +100,7 @@ def main():
       times[k] += runs[k].times(warmup=0, iters=a.steps)
   med = {k: float(np.median(v)) for k, v in times.items()}
   print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; load {load} -> "
-        f"{common.load_average()}; {a.config or 'MAE ViT-Ti/16'} batch {s['config'].batch_size}; "
+        f"{common.load_average()}; {a.config or f'--task {a.task}'} batch {s['config'].batch_size}; "
         f"B = {a.variant}; {a.repeats} alternated repeats x {a.steps} steps")
   for k, r in runs.items():
     m = common.memory_of(r.compiled)

@@ -41,8 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench import common
-from bench.bench_mae_step import config_for
+from bench import common, twin_configs
 from ssl_jax import sharding
 from ssl_jax.ops import posemb
 
@@ -234,25 +233,6 @@ class TorchDINO(nn.Module):
       pt.mul_(m).add_(ps.detach(), alpha=1 - m)
 
 
-def jax_config(task: str, batch: int, image_size: int):
-  """ssl_jax's side of the comparison (the trainer's own config)."""
-  if task == "mae":
-    return config_for("Ti", batch, image_size, "float32")
-  if task == "dino":      # DINO's ViT-Ti/16 (3 heads), full head, 2 x 224 + 8 x 96 crops
-    c, _ = common.load_config("configs/dino.py:cpu")
-    c.model = dict(name="vit", variant="Ti", num_heads=3, patch_size=16, posemb="learn",
-                   drop_path=0.0)
-    c.dino.update(out_dim=65536, hidden_dim=2048, bottleneck_dim=256)
-    c.data.image_size, c.data.local_crop_size, c.data.num_local_crops = image_size, 96, 8
-    c.optim.frozen = ()          # main_dino freezes the last layer in epoch 0: neither does here
-    c.batch_size = batch
-    return c
-  c, _ = common.load_config("configs/supervised.py:vit_tiny")
-  c.model.patch_size = 16
-  c.data.image_size, c.batch_size = image_size, batch
-  return c
-
-
 def torch_step_fn(batch: int, image_size: int, lr: float, task: str = "mae"):
   model = {"mae": TorchMAE, "full": TorchSupervised, "dino": TorchDINO}[task](img=image_size)
   named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -302,7 +282,7 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat and framework")
   p.add_argument("--threads", type=int, default=2)
-  p.add_argument("--task", default="mae", choices=("mae", "full", "dino"),
+  p.add_argument("--task", default="mae", choices=twin_configs.TASKS,
                  help="full: the unmasked supervised ViT-Ti/16 step; dino: DINO multi-crop")
   a = p.parse_args()
   if a.threads:
@@ -310,7 +290,7 @@ def main():
   torch.set_num_threads(a.threads)
   torch.manual_seed(0)
   mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  run = common.StepRunner(common.setup(jax_config(a.task, a.batch, a.image_size), mesh))
+  run = common.StepRunner(common.setup(twin_configs.config(a.task, a.batch, a.image_size), mesh))
   flops = common.flops_of(run.compiled)
   tstep = torch_step_fn(a.batch, a.image_size, lr=1.5e-4 * a.batch / 256, task=a.task)
   for _ in range(2):                                  # warm-up both

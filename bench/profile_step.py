@@ -1,7 +1,7 @@
 """Where the trainer's step spends its time: a jax.profiler trace of a few
 steps, summed per XLA op (not a test).
 
-  python -m bench.profile_step --mae_ti16 --batch 16 --steps 3 [--top 30]
+  python -m bench.profile_step --task mae --batch 16 --steps 3 [--top 30]
   python -m bench.profile_step --config configs/mae.py:vit_tiny --batch 64
 
 Reads the trace's XPlane (tensorflow's proto; tensorboard is not needed) and
@@ -18,8 +18,7 @@ import tempfile
 
 import jax
 
-from bench import common
-from bench.bench_mae_step import config_for
+from bench import common, twin_configs
 from ssl_jax import sharding
 
 
@@ -41,7 +40,7 @@ def op_times(trace_dir: str):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument("--config", default="")
-  p.add_argument("--mae_ti16", action="store_true")
+  p.add_argument("--task", default="", help="compare_torch's step: one of mae, full, dino")
   p.add_argument("--batch", type=int, default=0)
   p.add_argument("--image_size", type=int, default=224)
   p.add_argument("--steps", type=int, default=3)
@@ -53,7 +52,7 @@ def main():
   if a.threads:
     common.pin_threads(a.threads)
   mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  config = (config_for("Ti", a.batch or 64, a.image_size, "float32") if a.mae_ti16
+  config = (twin_configs.config(a.task, a.batch or 64, a.image_size) if a.task
             else common.load_config(a.config, a.set)[0])
   run = common.StepRunner(common.setup(config, mesh, batch_size=a.batch or None))
   run.times(warmup=2, iters=1)
