@@ -6,6 +6,7 @@ process (not a test; needs requirements-bench.txt).
   python -m bench.compare_torch --repeats 7 --steps 3 --threads 2
   python -m bench.compare_torch --task full      # the unmasked (supervised) ViT-Ti/16 step
   python -m bench.compare_torch --task dino --batch 8   # DINO multi-crop, ViT-Ti/16
+  XLA_FLAGS=--xla_force_host_platform_device_count=2 python -m bench.compare_torch --devices 2
 
 The step: MAE ViT-Tiny/16 (width 192, 12 blocks, 12 heads; 002 Sec. 3.1),
 per-sample shuffle masking at ratio 0.75, a 1-block 96-wide decoder
@@ -282,6 +283,8 @@ def main():
   p.add_argument("--repeats", type=int, default=5)
   p.add_argument("--steps", type=int, default=3, help="timed steps per repeat and framework")
   p.add_argument("--threads", type=int, default=2)
+  p.add_argument("--devices", type=int, default=1,
+                 help="ssl_jax's data-parallel CPU devices (needs XLA_FLAGS, see --help)")
   p.add_argument("--task", default="mae", choices=twin_configs.TASKS,
                  help="full: the unmasked supervised ViT-Ti/16 step; dino: DINO multi-crop")
   a = p.parse_args()
@@ -289,9 +292,14 @@ def main():
     common.pin_threads(a.threads)
   torch.set_num_threads(a.threads)
   torch.manual_seed(0)
-  mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
+  if a.devices > len(jax.devices()):
+    raise ValueError(f"--devices {a.devices}: jax sees {len(jax.devices())}; run with "
+                     f"XLA_FLAGS=--xla_force_host_platform_device_count={a.devices}.")
+  # --devices 2: ssl_jax's step data-parallel over 2 virtual CPU devices, one per core
+  # (each runs its own program: XLA:CPU's batched attention dots use one thread).
+  mesh = sharding.make_mesh([("data", a.devices)], jax.devices()[:a.devices])
   run = common.StepRunner(common.setup(twin_configs.config(a.task, a.batch, a.image_size), mesh))
-  flops = common.flops_of(run.compiled)
+  flops = common.flops_of(run.compiled) * a.devices    # XLA counts one device's program
   tstep = torch_step_fn(a.batch, a.image_size, lr=1.5e-4 * a.batch / 256, task=a.task)
   for _ in range(2):                                  # warm-up both
     jax.block_until_ready(run())
@@ -324,7 +332,7 @@ def main():
           "full": "supervised ViT-Ti/16 (12 heads), all tokens, mean pool, CE + smoothing, AdamW",
           "dino": "DINO ViT-Ti/16 (3 heads), head 2048-256-65536, 2 x 224 + 8 x 96 crops, "
                   "EMA teacher, AdamW + per-param clip"}[a.task]
-  print(f"{what}; batch "
+  print(f"{what}; ssl_jax on {a.devices} CPU device(s); batch "
         f"{a.batch}, {a.image_size} px, fp32; {a.repeats} alternated repeats x {a.steps} steps; "
         f"XLA FLOPs/step {flops / 1e9:.1f} G; fp32 matmul rate jax {jax_rate / 1e9:.1f}, "
         f"torch {torch_rate / 1e9:.1f} GFLOP/s")
