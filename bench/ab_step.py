@@ -22,7 +22,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import common, twin_configs
-from ssl_jax import sharding
 from ssl_jax import train as train_lib
 from ssl_jax.models import dino_head
 from ssl_jax.models import vit as vit_lib
@@ -64,25 +63,13 @@ VARIANTS = {
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--config", default="", help="configs/<x>.py:<variant>")
-  p.add_argument("--task", default="", help="compare_torch's step: one of mae, full, dino")
-  p.add_argument("--batch", type=int, default=0, help="0: the config's (--task: 64)")
-  p.add_argument("--image_size", type=int, default=224)
+  twin_configs.add_step_args(p)
   p.add_argument("--variant", required=True,
                  help=f"one of {sorted(VARIANTS)}, or xla:<option>=<value>[;...]")
   p.add_argument("--repeats", type=int, default=6)
   p.add_argument("--steps", type=int, default=2)
-  p.add_argument("--threads", type=int, default=0, help="pin the process to this many cores")
-  p.add_argument("--set", action="append", default=[], help="key=value config override")
   a = p.parse_args()
-  if a.threads:
-    common.pin_threads(a.threads)
-  mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  if a.task:
-    config = twin_configs.config(a.task, a.batch or 64, a.image_size)
-  else:
-    config, _ = common.load_config(a.config, a.set)
-  s = common.setup(config, mesh, batch_size=a.batch or None)
+  s = twin_configs.setup_step(a)
   state0 = jax.tree.map(jnp.copy, s["state"])
   runs = {"A": common.StepRunner(dict(s, state=jax.tree.map(jnp.copy, state0)))}
   if a.variant.startswith("xla:"):   # XLA options for B's program only: "xla:k=v;k2=v2"

@@ -22,6 +22,7 @@ faster GEMM library (bench/README.md, "the floor").
 """
 import argparse
 import collections
+import os
 import string
 import time
 
@@ -30,7 +31,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from bench import common, twin_configs
-from ssl_jax import sharding
 from ssl_jax import train as train_lib
 
 
@@ -114,24 +114,14 @@ def time_torch(key, iters):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--config", default="", help="configs/<x>.py:<variant>")
-  p.add_argument("--task", default="", help="compare_torch's step: one of mae, full, dino")
-  p.add_argument("--batch", type=int, default=0, help="0: the config's (--task: 64)")
-  p.add_argument("--image_size", type=int, default=224)
-  p.add_argument("--threads", type=int, default=0, help="pin the process to this many cores")
+  twin_configs.add_step_args(p)
   p.add_argument("--iters", type=int, default=7)
   p.add_argument("--torch", action="store_true", help="also time each matmul in PyTorch")
-  p.add_argument("--set", action="append", default=[], help="key=value config override")
   a = p.parse_args()
-  if a.threads:
-    common.pin_threads(a.threads)
+  s = twin_configs.setup_step(a)
   if a.torch:
     import torch  # pylint: disable=g-import-not-at-top
-    torch.set_num_threads(a.threads or len(common.os.sched_getaffinity(0)))
-  mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  config = (twin_configs.config(a.task, a.batch or 64, a.image_size) if a.task
-            else common.load_config(a.config, a.set)[0])
-  s = common.setup(config, mesh, batch_size=a.batch or None)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))   # the cores --threads left us
   dots = step_dots(s)
   load = common.load_average()
   run = common.StepRunner(s)

@@ -19,7 +19,6 @@ import tempfile
 import jax
 
 from bench import common, twin_configs
-from ssl_jax import sharding
 
 
 def op_times(trace_dir: str):
@@ -39,22 +38,12 @@ def op_times(trace_dir: str):
 
 def main():
   p = argparse.ArgumentParser()
-  p.add_argument("--config", default="")
-  p.add_argument("--task", default="", help="compare_torch's step: one of mae, full, dino")
-  p.add_argument("--batch", type=int, default=0)
-  p.add_argument("--image_size", type=int, default=224)
+  twin_configs.add_step_args(p)
   p.add_argument("--steps", type=int, default=3)
   p.add_argument("--top", type=int, default=30)
-  p.add_argument("--threads", type=int, default=0, help="pin the process to this many cores")
   p.add_argument("--hlo", action="store_true")
-  p.add_argument("--set", action="append", default=[], help="key=value config override")
   a = p.parse_args()
-  if a.threads:
-    common.pin_threads(a.threads)
-  mesh = sharding.make_mesh([("data", 1)], jax.devices()[:1])
-  config = (twin_configs.config(a.task, a.batch or 64, a.image_size) if a.task
-            else common.load_config(a.config, a.set)[0])
-  run = common.StepRunner(common.setup(config, mesh, batch_size=a.batch or None))
+  run = common.StepRunner(twin_configs.setup_step(a))
   run.times(warmup=2, iters=1)
   with tempfile.TemporaryDirectory() as d:
     with jax.profiler.trace(d):
